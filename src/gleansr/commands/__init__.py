@@ -1,0 +1,1 @@
+"""Sub-commands of the ``gleansr`` CLI (see ``gleansr.cli``)."""

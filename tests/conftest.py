@@ -1,0 +1,65 @@
+"""Shared test fixtures: the upstream parity fixture and a tiny GLEAN configuration."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GLEANSR_SHARED", REPO.parent / "shared"))
+FIXTURE_DIR = SHARED / "reference" / "fixture"
+MANIFEST_DIR = SHARED / "reference" / "manifests"
+CACHE = Path(os.environ.get("GLEANSR_TEST_CACHE", REPO / "build" / "fixture"))
+
+# A GLEAN small enough to build and run in milliseconds, exercising every code path.
+TINY_GLEAN = dict(in_size=8, out_size=32, rrdb_channels=8, num_rrdbs=1, style_channels=16,
+                  num_mlps=2, channel_max=16)
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _fixture_checkpoint(variant: str) -> Path:
+    """Regenerate the fixture checkpoint (deterministic, ~225 MB) into build/, once."""
+    if not FIXTURE_DIR.is_dir():
+        pytest.fail(f"parity fixture not found at {FIXTURE_DIR}; set GLEANSR_SHARED to the shared/ folder")
+    name = "glean_fixture.pth" if variant == "canonical" else f"glean_fixture_{variant}.pth"
+    out = CACHE / name
+    if not out.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        subprocess.run([sys.executable, str(FIXTURE_DIR / "make_fixture_checkpoint.py"), "--out", str(tmp),
+                        "--variant", variant], check=True, capture_output=True)
+        os.replace(tmp, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixture_ckpt() -> Path:
+    return _fixture_checkpoint("canonical")
+
+
+@pytest.fixture(scope="session")
+def fixture_ckpt_perturbed() -> Path:
+    return _fixture_checkpoint("perturbed_kernels")
+
+
+@pytest.fixture(scope="session")
+def fixture_ref() -> dict:
+    return torch.load(FIXTURE_DIR / "glean_fixture_ref.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def fixture_intermediates() -> dict:
+    return torch.load(FIXTURE_DIR / "glean_fixture_intermediates.pt", weights_only=True)
+
+
+@pytest.fixture
+def tiny_glean():
+    from gleansr import GLEANStyleGANv2
+
+    torch.manual_seed(0)
+    return GLEANStyleGANv2(**TINY_GLEAN).eval()

@@ -1,0 +1,50 @@
+"""State-dict keys, shapes and order against the upstream manifests, for all four presets."""
+import json
+
+import pytest
+import torch
+
+from conftest import MANIFEST_DIR
+from gleansr import PRESETS, GLEANStyleGANv2, StyleGAN2Discriminator, create_model
+
+NAMES = sorted(PRESETS)
+
+
+def manifest(name):
+    return json.loads((MANIFEST_DIR / f"{name}.json").read_text())
+
+
+def test_every_manifest_has_a_preset():
+    assert sorted(p.stem for p in MANIFEST_DIR.glob("*.json")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generator_and_discriminator_layout(name):
+    m = manifest(name)
+    with torch.device("meta"):
+        g = GLEANStyleGANv2(**m["generator_kwargs"])
+        d = StyleGAN2Discriminator(**m["discriminator_kwargs"])
+    got_g = [["generator." + k, list(v.shape)] for k, v in g.state_dict().items()]
+    got_d = [["discriminator." + k, list(v.shape)] for k, v in d.state_dict().items()]
+    assert got_g == m["generator_state_dict"]
+    assert got_d == m["discriminator_state_dict"]
+    assert sum(p.numel() for p in g.parameters()) == m["generator_num_params"]
+    assert sum(p.numel() for p in g.parameters() if p.requires_grad) == m["generator_num_params_trainable"]
+    assert sum(p.numel() for p in d.parameters()) == m["discriminator_num_params"]
+    assert sorted("generator." + k for k, _ in g.named_buffers()) == sorted(m["generator_buffers"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preset_declaration_matches_manifest_and_runs(name):
+    m, p = manifest(name), PRESETS[name]
+    assert p.config.to_dict() == {**m["generator_kwargs"], "channel_max": 512}
+    assert p.url == m["release_checkpoint"]
+    assert p.bank_url == m["stylegan2_init_checkpoint"]
+    assert p.psnr == m["reported_psnr_rgb"]
+    assert p.scale == m["scale"]
+    assert p.sha256_prefix == p.url.rsplit("-", 1)[1][:8]
+    # a forward pass on the meta device checks every declared size without any compute
+    with torch.device("meta"):
+        model = create_model(name)
+        y = model(torch.empty(2, 3, p.config.in_size, p.config.in_size))
+    assert tuple(y.shape) == (2, 3, m["out_size"], m["out_size"])
