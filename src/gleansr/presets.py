@@ -66,6 +66,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def default_model_name() -> str:
+    """The model used when none is named. No model ships with the package yet."""
+    raise GleanError("no default model is installed yet: pass --model NAME (see `gleansr models`) or --weights PATH")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
