@@ -1,0 +1,100 @@
+"""The Upscaler API: every kind of in-memory input, exact and resized sizes, alpha, depth."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from gleansr.data.imresize import imresize
+from gleansr.errors import GleanError
+from gleansr.pipeline.upscaler import Upscaler
+
+
+@pytest.fixture
+def up(tiny_glean):
+    return Upscaler(tiny_glean, device="cpu")
+
+
+def direct(model, rgb01: np.ndarray) -> np.ndarray:
+    """What the restorer does: [-1, 1] in, (y + 1) / 2 clamped out, float (H, W, 3)."""
+    x = torch.from_numpy(rgb01).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        y = model.set_impl("ref")((x - 0.5) / 0.5)
+    return ((y[0] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def test_exact_size_input_is_used_as_is(up, tiny_glean):
+    lr = data.astronaut()[200:208, 200:208]
+    sr = up.upscale(lr)
+    assert sr.shape == (32, 32, 3) and sr.dtype == np.uint8
+    want = np.rint(direct(tiny_glean, lr.astype(np.float32) / 255) * 255)
+    assert np.abs(sr.astype(int) - want).max() <= 1  # fast path vs reference path, rounding
+
+
+def test_other_sizes_are_cropped_and_matlab_resized(up, tiny_glean):
+    photo = data.chelsea()  # 300 x 451
+    sr = up.upscale(photo)
+    assert sr.shape == (32, 32, 3)
+    off = (451 - 300) // 2
+    lr = imresize(photo[:, off:off + 300].astype(np.float32) / 255, output_shape=(8, 8))
+    lr = np.rint(np.clip(lr, 0, 1) * 255) / 255
+    want = np.rint(direct(tiny_glean, lr.astype(np.float32)) * 255)
+    assert np.abs(sr.astype(int) - want).max() <= 1
+
+
+def test_no_resize_refuses_other_sizes(tiny_glean):
+    up = Upscaler(tiny_glean, device="cpu", resize=False)
+    with pytest.raises(GleanError, match="is 451x300, the model takes exactly 8x8"):
+        up.upscale(data.chelsea())
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P"])
+def test_pil_modes_round_trip(up, mode):
+    im = Image.fromarray(data.astronaut()).resize((16, 16)).convert(mode)
+    out = up.upscale(im)
+    assert isinstance(out, Image.Image) and out.size == (32, 32)
+    expected_mode = {"P": "RGB"}.get(mode, mode)
+    assert out.mode == expected_mode
+
+
+def test_alpha_is_upscaled_separately(up):
+    rgba = np.dstack([data.astronaut()[:8, :8], np.linspace(0, 255, 64).reshape(8, 8).astype(np.uint8)])
+    out = up.upscale(rgba)
+    assert out.shape == (32, 32, 4)
+    want = np.rint(np.clip(imresize(rgba[..., 3].astype(np.float32) / 255, output_shape=(32, 32)), 0, 1) * 255)
+    assert np.array_equal(out[..., 3], want.astype(np.uint8))
+
+
+def test_16bit_and_float_arrays_keep_their_precision(up):
+    rgb16 = (data.astronaut()[:8, :8].astype(np.uint16) * 257 + 3)
+    out16 = up.upscale(rgb16)
+    assert out16.dtype == np.uint16 and out16.shape == (32, 32, 3)
+    assert np.any(out16 % 257 != 0)  # not squeezed through 8 bits
+    outf = up.upscale(rgb16.astype(np.float32) / 65535)
+    assert outf.dtype == np.float32 and 0 <= outf.min() and outf.max() <= 1
+
+
+def test_grayscale_array_stays_grayscale(up):
+    out = up.upscale(data.camera()[:8, :8])
+    assert out.shape == (32, 32) and out.dtype == np.uint8
+
+
+def test_batch_equals_single(up):
+    ims = [data.astronaut()[i:i + 8, i:i + 8] for i in (0, 100, 300)]
+    batch = up.upscale_batch(ims, batch_size=2)
+    for im, b in zip(ims, batch):
+        assert np.abs(up.upscale(im).astype(int) - b.astype(int)).max() <= 1
+
+
+def test_bad_arrays_are_clear_errors(up):
+    with pytest.raises(GleanError, match="dtype"):
+        up.upscale(np.zeros((8, 8, 3), dtype=np.int64))
+    with pytest.raises(GleanError, match="shape"):
+        up.upscale(np.zeros((8, 8, 5), dtype=np.uint8))
+
+
+def test_bad_precision_and_model(tiny_glean, tmp_path):
+    with pytest.raises(GleanError, match="precision"):
+        Upscaler(tiny_glean, precision="fp8")
+    with pytest.raises(GleanError, match="neither a model name"):
+        Upscaler(str(tmp_path / "missing.pth"))
