@@ -1,0 +1,370 @@
+"""Image files in and out: every common mode, 8 and 16 bits, alpha, EXIF orientation.
+
+Images become float32 arrays in [0, 1]: ``rgb`` (H, W, 3) and an optional ``alpha`` (H, W).
+Pillow decodes everything. Pillow has no 48/64-bit colour mode, so 16-bit colour PNG and TIFF
+are decoded twice through Pillow's own decoder, once keeping each sample's high byte and once its
+low byte, and 16-bit files are written by the small PNG and TIFF writers at the end of this file.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import sys
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, features
+
+from ..atomic import atomic_path
+from ..errors import ImageError
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """What a writable file format can hold."""
+
+    pillow_name: str
+    holds_alpha: bool
+    max_bit_depth: int
+
+
+# Writable formats by lower-case extension; folder scans pick up exactly these extensions.
+FORMATS: dict[str, ImageFormat] = {
+    ".png": ImageFormat("PNG", holds_alpha=True, max_bit_depth=16),
+    ".tif": ImageFormat("TIFF", holds_alpha=True, max_bit_depth=16),
+    ".tiff": ImageFormat("TIFF", holds_alpha=True, max_bit_depth=16),
+    ".webp": ImageFormat("WEBP", holds_alpha=True, max_bit_depth=8),
+    ".bmp": ImageFormat("BMP", holds_alpha=False, max_bit_depth=8),  # Pillow reads BMP alpha as RGB
+    ".jpg": ImageFormat("JPEG", holds_alpha=False, max_bit_depth=8),
+    ".jpeg": ImageFormat("JPEG", holds_alpha=False, max_bit_depth=8),
+}
+
+_ORIENTATION_TAG = 0x0112
+_GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# How Pillow unpacks 16-bit colour PNG/TIFF samples (keeping 8 bits); see _decode_16bit_colour.
+_COLOUR16_RAWMODES = frozenset(
+    {"RGB;16B", "RGB;16L", "RGB;16N", "RGBA;16B", "RGBA;16L", "RGBA;16N", "LA;16B"}
+)
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image, already turned upright by its EXIF orientation.
+
+    ``rgb``: float32 (H, W, 3) in [0, 1]; grayscale sources are replicated to three channels.
+    ``alpha``: float32 (H, W) in [0, 1], or None when the source has no transparency.
+    ``bit_depth``: 16 for 16-bit and float sources, else 8: the depth worth writing back.
+    ``grayscale``: the source had no colour, so the output can be written as grayscale.
+    ``mode``/``format``: Pillow's mode and format name of the file as stored.
+    ``icc_profile``/``exif``: raw metadata to carry over (EXIF without its orientation tag).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+    grayscale: bool
+    mode: str
+    format: str | None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+def format_can_hold(suffix: str, *, alpha: bool, bit_depth: int) -> bool:
+    """Whether the format of extension ``suffix`` (".jpg") can store this alpha and bit depth."""
+    fmt = FORMATS.get(suffix.lower())
+    return fmt is not None and (fmt.holds_alpha or not alpha) and bit_depth <= fmt.max_bit_depth
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn every decoding failure, including oversized images, into a one-line ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except FileNotFoundError:
+        raise ImageError(f"cannot read image {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"cannot read image {path}: it is a folder") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"cannot read image {path}: not an image file Pillow can decode") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"cannot read image {path}: too large ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"cannot read image {path}: truncated or corrupt ({reason})") from None
+
+
+def _rawmode(tile: tuple) -> str:
+    args = tile[3]
+    return args if isinstance(args, str) else args[0]
+
+
+def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
+    args = rawmode if isinstance(tile[3], str) else (rawmode, *tile[3][1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    return bool(im.tile) and im.mode in ("RGB", "RGBA") and _rawmode(im.tile[0]) in _COLOUR16_RAWMODES
+
+
+def _low_byte_rawmode(rawmode: str) -> str:
+    """The rawmode that unpacks each 16-bit sample's low byte instead of its high byte."""
+    order = rawmode[-1]
+    if order == "N":
+        order = "L" if sys.byteorder == "little" else "B"
+    return rawmode[:-1] + {"B": "L", "L": "B"}[order]
+
+
+def _decode_16bit_colour(path: Path) -> np.ndarray:
+    """Samples of a 16-bit colour PNG/TIFF as uint16 (H, W, C), C = 2 (gray+alpha), 3 or 4.
+
+    Pillow unfilters/decompresses the file and its unpacker keeps one byte per sample; swapping
+    the byte order in the tile's rawmode selects the other byte, so two decodes give all 16 bits.
+    """
+    with Image.open(path) as im:
+        rawmode = _rawmode(im.tile[0])
+        if rawmode.startswith("LA;16"):
+            # Gray+alpha 16-bit PNG: 4 bytes per pixel, which plain 8-bit RGBA copies verbatim.
+            im.tile = [_with_rawmode(t, "RGBA") for t in im.tile]
+            im.load()
+            pairs = np.asarray(im).astype(np.uint16).reshape(im.height, im.width, 2, 2)
+            return pairs[..., 0] << 8 | pairs[..., 1]
+        im.load()
+        high = np.asarray(im).astype(np.uint16)
+    with Image.open(path) as im:
+        im.tile = [_with_rawmode(t, _low_byte_rawmode(_rawmode(t))) for t in im.tile]
+        im.load()
+        return high << 8 | np.asarray(im).astype(np.uint16)
+
+
+def _decode(im: Image.Image) -> tuple[np.ndarray, int]:
+    """Pixels as float32 (H, W, C) in [0, 1], C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; bit depth."""
+    if im.mode in _GRAY16_MODES:
+        # Mode "I" is how some Pillow versions open 16-bit gray; values beyond 16 bits are clipped.
+        gray = np.clip(np.asarray(im, dtype=np.float32) / 65535, 0, 1)
+        return gray[..., None], 16
+    if im.mode == "F":
+        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None], 16
+    has_alpha = "A" in im.getbands() or "transparency" in im.info
+    if im.mode in ("1", "L", "LA", "La"):
+        target = "LA" if has_alpha else "L"
+    else:
+        target = "RGBA" if has_alpha else "RGB"  # palette, CMYK, YCbCr, premultiplied RGBa ...
+    pixels = np.asarray(im.convert(target), dtype=np.float32) / 255
+    return pixels.reshape(im.height, im.width, len(target)), 8
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to (H, W, C) pixels, as ImageOps.exif_transpose does."""
+    return {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation, lambda a: a)(pixels)
+
+
+def _exif_to_carry(im: Image.Image, exif: Image.Exif) -> bytes | None:
+    """The EXIF block to write back, or None; TIFF tags also show up as EXIF and are not carried."""
+    if "exif" not in im.info:
+        return None
+    try:
+        return exif.tobytes()
+    except (ValueError, TypeError, struct.error):  # odd tag types: carrying EXIF is optional
+        return None
+
+
+def load_image(path: str | os.PathLike[str]) -> LoadedImage:
+    """Read any image Pillow decodes (first frame of animations) into a LoadedImage.
+
+    Raises ImageError naming the file if it is missing, empty, not an image, truncated, corrupt,
+    or larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
+    path = Path(path)
+    with _reading(path):
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageError(f"cannot read image {path}: the file is empty")
+        with Image.open(path) as im:
+            mode, fmt = im.mode, im.format
+            colour16 = _is_16bit_colour(im)  # before getexif(), which may decode a PNG
+            icc = im.info.get("icc_profile") or None
+            exif = im.getexif()
+            orientation = exif.pop(_ORIENTATION_TAG, 1)
+            exif_bytes = _exif_to_carry(im, exif)
+            pixels, bit_depth = (None, 16) if colour16 else _decode(im)
+        if pixels is None:
+            pixels = _decode_16bit_colour(path).astype(np.float32) / 65535
+    pixels = np.ascontiguousarray(_orient(pixels, orientation))
+    channels = pixels.shape[2]
+    has_alpha = channels in (2, 4)
+    colour = pixels[..., : channels - has_alpha]
+    return LoadedImage(
+        rgb=np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else np.ascontiguousarray(colour),
+        alpha=pixels[..., -1].copy() if has_alpha else None,
+        bit_depth=bit_depth,
+        grayscale=channels <= 2,
+        mode=mode,
+        format=fmt,
+        icc_profile=icc,
+        exif=exif_bytes,
+    )
+
+
+def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
+    top = (1 << bit_depth) - 1
+    scaled = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * top)
+    return scaled.astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
+def _icc_matches(icc: bytes | None, channels: int) -> bytes | None:
+    """Keep an ICC profile only if its colour space (header bytes 16-20) fits what is written."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc if icc[16:20] == (b"GRAY" if channels <= 2 else b"RGB ") else None
+
+
+def save_image(
+    path: str | os.PathLike[str],
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+    overwrite: bool = False,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> Path:
+    """Write float (H, W, 3) ``rgb`` in [0, 1] (+ optional (H, W) ``alpha``) atomically.
+
+    The format follows the extension (see FORMATS). ``grayscale`` writes the channel mean as one
+    gray channel (WebP has no gray mode and stays RGB). JPEG and BMP cannot hold alpha, and only
+    PNG/TIFF hold 16 bits: asking for either raises ImageError suggesting .png, never losing data.
+    JPEG is written with 4:4:4 chroma so fine upscaled detail keeps its colour.
+    """
+    path = Path(path)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
+    if alpha is not None and alpha.shape != rgb.shape[:2]:
+        raise ValueError(f"alpha must be {rgb.shape[:2]}, got {alpha.shape}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(FORMATS)
+        raise ImageError(f"cannot write {path}: unknown image extension (use one of {known})")
+    if not format_can_hold(path.suffix, alpha=alpha is not None, bit_depth=bit_depth):
+        what = "an alpha channel" if alpha is not None and not fmt.holds_alpha else f"{bit_depth}-bit"
+        raise ImageError(f"cannot write {path}: {fmt.pillow_name} cannot hold {what}; use .png")
+    gray = grayscale and fmt.pillow_name != "WEBP"
+    planes = [rgb.mean(axis=2, keepdims=True) if gray else rgb]
+    if alpha is not None:
+        planes.append(alpha[..., None])
+    samples = _quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C)
+    icc = _icc_matches(icc_profile, samples.shape[2])
+    with atomic_path(path, overwrite) as temp:
+        if bit_depth == 16 and fmt.pillow_name == "PNG":
+            temp.write_bytes(_png16_bytes(samples, icc, exif))
+        elif bit_depth == 16:
+            temp.write_bytes(_tiff16_bytes(samples, icc))
+        else:
+            _save_8bit(temp, samples, fmt.pillow_name, quality, icc, exif)
+    return path
+
+
+def _save_8bit(
+    temp: Path,
+    samples: np.ndarray,
+    pillow_name: str,
+    quality: int,
+    icc: bytes | None,
+    exif: bytes | None,
+) -> None:
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
+    image = Image.fromarray(samples[..., 0] if mode == "L" else samples, mode)
+    options: dict[str, object] = {}
+    if icc and pillow_name != "BMP":
+        options["icc_profile"] = icc
+    if exif and pillow_name in ("JPEG", "PNG", "WEBP"):
+        options["exif"] = exif
+    if pillow_name in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    if pillow_name == "JPEG":
+        options["subsampling"] = 0
+    if pillow_name == "TIFF" and features.check("libtiff"):
+        options["compression"] = "tiff_deflate"
+    image.save(temp, format=pillow_name, **options)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png16_bytes(samples: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit PNG of uint16 (H, W, C) samples, C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA."""
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8)
+    # "Sub" filter (type 1): each byte minus the same byte of the previous pixel, modulo 256.
+    filtered = rows.copy()
+    filtered[:, 2 * channels :] -= rows[:, : -2 * channels]
+    scanlines = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    chunks = [_png_chunk(b"IHDR", header)]
+    if icc:
+        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
+    if exif:
+        chunks.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
+    chunks.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
+    chunks.append(_png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def _tiff16_bytes(samples: np.ndarray, icc: bytes | None) -> bytes:
+    """A little-endian, deflate-compressed, single-strip 16-bit TIFF of uint16 (H, W, C) samples."""
+    if samples.shape[2] == 2:  # gray+alpha 16-bit TIFF is not readable by Pillow: store RGBA
+        samples = samples[..., [0, 0, 0, 1]]
+    height, width, channels = samples.shape
+    strip = zlib.compress(samples.astype("<u2").tobytes(), 6)
+    strip += b"\0" * (len(strip) % 2)  # the IFD must start on a word boundary
+    short, long, undefined = 3, 4, 7
+    tags: dict[int, tuple[int, list[int] | bytes]] = {
+        256: (long, [width]),
+        257: (long, [height]),
+        258: (short, [16] * channels),  # bits per sample
+        259: (short, [8]),  # compression: deflate
+        262: (short, [2 if channels >= 3 else 1]),  # photometric: RGB or black-is-zero
+        273: (long, [8]),  # strip offset: right after the header
+        277: (short, [channels]),
+        278: (long, [height]),  # rows per strip
+        279: (long, [len(strip)]),
+        284: (short, [1]),  # samples interleaved
+    }
+    if channels == 4:
+        tags[338] = (short, [2])  # extra sample is unassociated alpha
+    if icc:
+        tags[34675] = (undefined, icc)
+    ifd_offset = 8 + len(strip)
+    extra_offset = ifd_offset + 2 + 12 * len(tags) + 4
+    entries, extra = [], b""
+    for tag, (kind, values) in sorted(tags.items()):
+        payload = bytes(values) if kind == undefined else struct.pack(
+            f"<{len(values)}{'H' if kind == short else 'I'}", *values
+        )
+        if len(payload) <= 4:
+            field = payload.ljust(4, b"\0")
+        else:
+            field = struct.pack("<I", extra_offset + len(extra))
+            extra += payload + b"\0" * (len(payload) % 2)
+        entries.append(struct.pack("<HHI", tag, kind, len(values)) + field)
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", ifd_offset) + strip + ifd + extra
