@@ -94,6 +94,8 @@ class Upscaler:
         precision: ``fp32`` | ``bf16`` | ``fp16``.
         resize: bring other sizes to ``in_size`` (centre crop + MATLAB bicubic); False: error.
         download: allow fetching a preset's release weights.
+
+    ``run(x)`` is the bare model call: x (N, 3, in, in) in [-1, 1] -> raw float32 output.
     """
 
     def __init__(self, model_or_preset: GLEANStyleGANv2 | str | os.PathLike, device: str = "auto",
@@ -105,7 +107,7 @@ class Upscaler:
         self.precision = precision
         self.resize = resize
         self.in_size, self.out_size = self.model.in_size, self.model.out_size
-        self._run = make_runner(self.model, self.device, precision)
+        self.run = make_runner(self.model, self.device, precision)
 
     @property
     def scale(self) -> int:
@@ -136,7 +138,7 @@ class Upscaler:
     @torch.no_grad()
     def _forward(self, rgbs: Sequence[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
-        y = self._run((x - 0.5) / 0.5)
+        y = self.run((x - 0.5) / 0.5)
         y = ((y.float() + 1) / 2).clamp_(0, 1)
         return y.permute(0, 2, 3, 1).cpu().numpy()
 

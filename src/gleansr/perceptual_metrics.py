@@ -1,0 +1,149 @@
+"""Perceptual evaluation metrics: LPIPS v0.1 (Zhang et al. 2018) and FID.
+
+LPIPS follows the ``lpips`` package: inputs in [-1, 1] go through a fixed scaling layer, a frozen
+torchvision AlexNet or VGG16 trunk gives five ReLU feature maps, each is unit-normalised over
+channels, the squared difference is weighted per channel by a learned 1x1 conv ("lin" layer),
+averaged over space, and the five layers are summed. Weight files: the torchvision backbone
+(``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``) and the lpips package's
+``weights/v0.1/{alex,vgg}.pth`` (keys ``lin{i}.model.1.weight``, shape (1, C, 1, 1)).
+
+FID: features from ``gleansr.models.inception.InceptionV3FID`` (pytorch-fid's weights), then the
+Frechet distance between the two Gaussians fitted to them.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import load_state_dict_strict, read_checkpoint
+from .errors import GleanError
+from .models.alexnet import AlexNetFeatures, load_alexnet_weights
+from .models.vgg import VGG16Features, collect_outputs, load_vgg16_weights
+
+# Per backbone: the trunk's ReLU indices LPIPS compares, and their channel counts.
+LPIPS_TAPS = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
+LPIPS_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
+# The lpips v0.1 input scaling (shift and scale per RGB channel, for inputs in [-1, 1]).
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+# lpips' channel normalisation: x / (||x||_2 over channels + eps).
+LPIPS_NORM_EPS = 1e-10
+
+
+class _LinLayer(nn.Module):
+    """lpips' ``NetLinLayer``: dropout (index 0, inactive in eval) then a 1x1 conv to one channel,
+    so the lin file's keys ``model.1.weight`` load as they are."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, kernel_size=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _LinLayers(nn.Module):
+    """``lin0`` ... ``lin4``: the layout of the lpips package's ``weights/v0.1/<net>.pth``."""
+
+    def __init__(self, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        for i, c in enumerate(channels):
+            self.add_module(f"lin{i}", _LinLayer(c))
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 distance, frozen.
+
+    Args:
+        net: "alex" (the paper's and GLEAN's setting) or "vgg".
+        backbone_weights: torchvision-layout AlexNet / VGG16 file.
+        lin_weights: the lpips package's v0.1 lin-layer file for the same ``net``.
+
+    ``forward(x, y, normalize=False)``: two (N, 3, H, W) images in [-1, 1] (in [0, 1] with
+    ``normalize=True``) -> (N,) distances. Gradients flow to the inputs, not to the weights.
+    """
+
+    def __init__(self, net: Literal["alex", "vgg"], backbone_weights: str | Path, lin_weights: str | Path) -> None:
+        super().__init__()
+        if net not in LPIPS_TAPS:
+            raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
+        self.taps = LPIPS_TAPS[net]
+        if net == "alex":
+            self.backbone: nn.Module = AlexNetFeatures(last_layer=self.taps[-1])
+            load_alexnet_weights(self.backbone, backbone_weights)
+        else:
+            self.backbone = VGG16Features(last_layer=self.taps[-1])
+            load_vgg16_weights(self.backbone, backbone_weights)
+        self.lins = _LinLayers(LPIPS_CHANNELS[net])
+        load_state_dict_strict(self.lins, read_checkpoint(lin_weights)[0], f"{lin_weights} (LPIPS-{net} lin layers)")
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected two (N, 3, H, W) images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+        if normalize:
+            x, y = 2 * x - 1, 2 * y - 1
+        features_x = collect_outputs(self.backbone.features, (x - self.shift) / self.scale, self.taps)
+        features_y = collect_outputs(self.backbone.features, (y - self.shift) / self.scale, self.taps)
+        distance = x.new_zeros(x.shape[0])
+        for lin, fx, fy in zip(self.lins.children(), features_x, features_y):
+            fx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + LPIPS_NORM_EPS)
+            fy = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + LPIPS_NORM_EPS)
+            distance = distance + lin((fx - fy).pow(2)).mean(dim=(1, 2, 3))
+        return distance
+
+
+def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features -> (mean (D,), covariance (D, D)) in float64, unbiased as pytorch-fid."""
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().double().numpy()
+    array = np.asarray(features, np.float64)
+    if array.ndim != 2 or array.shape[0] < 2:
+        raise ValueError(f"need (N, D) features with N >= 2, got shape {array.shape}")
+    return array.mean(axis=0), np.cov(array, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``.
+
+    As pytorch-fid: if the square root is not finite (singular product), ``eps`` is added to
+    both diagonals; a tiny imaginary part from rounding is dropped, a large one is an error.
+    """
+    try:
+        from scipy import linalg
+    except ImportError as exc:
+        raise GleanError("FID needs scipy: pip install scipy") from exc
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"mismatched statistics: {mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}")
+    with warnings.catch_warnings():
+        # Fewer samples than dimensions make the covariances singular, as in most SR test sets
+        # (100 images, 2048-d): scipy warns, the finiteness check below decides.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.abs(covmean.imag).max():.3g} in the covariance square root")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
+    """FID between two sets of (N, 2048) Inception pool features (any N >= 2, any D)."""
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
