@@ -136,7 +136,8 @@ class Upscaler:
 
     # -- running the model ----------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, rgbs: Sequence[np.ndarray]) -> np.ndarray:
+    def sr_arrays(self, rgbs: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """(N, in, in, 3) float in [0, 1] -> (N, out, out, 3) float32 in [0, 1] (the face pipeline's ``sr_fn``)."""
         x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
         y = self.run((x - 0.5) / 0.5)
         y = ((y.float() + 1) / 2).clamp_(0, 1)
@@ -144,7 +145,7 @@ class Upscaler:
 
     def upscale_prepared(self, batch: Sequence[Prepared]) -> list[LoadedImage]:
         """SR results (out_size, float [0, 1]) keeping each source's alpha, bit depth and mode."""
-        srs = self._forward([p.rgb for p in batch])
+        srs = self.sr_arrays([p.rgb for p in batch])
         results = []
         for p, sr in zip(batch, srs):
             alpha = None
@@ -156,6 +157,13 @@ class Upscaler:
                                        mode=p.source.mode, format=p.source.format,
                                        icc_profile=p.source.icc_profile, exif=p.source.exif))
         return results
+
+    def face_enhancer(self, **options):
+        """A :class:`~gleansr.pipeline.faces.FaceEnhancer` whose face model is this upscaler
+        (for whole photos with a face model); ``options`` go to FaceEnhancer."""
+        from .faces import FaceEnhancer
+
+        return FaceEnhancer(self.sr_arrays, self.in_size, self.out_size, **options)
 
     def upscale(self, image):
         """Super-resolve one PIL image or numpy array (H, W, 3|4 or H, W; uint8, uint16 or float in
