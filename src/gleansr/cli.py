@@ -21,6 +21,7 @@ COMMANDS = (
     "eval",
     "make_lr",
     "train",
+    "export",
     "bank",
     "convert",
 )
