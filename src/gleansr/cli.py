@@ -15,6 +15,7 @@ from .errors import GleanError
 # Explicit, ordered list: no import-time discovery.
 COMMANDS = (
     "demo",
+    "data",
     "verify",
     "upscale",
     "models",

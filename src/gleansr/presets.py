@@ -67,8 +67,13 @@ PRESETS: dict[str, Preset] = {
 
 
 def default_model_name() -> str:
-    """The model used when none is named. No model ships with the package yet."""
-    raise GleanError("no default model is installed yet: pass --model NAME (see `gleansr models`) or --weights PATH")
+    """The model used when none is named: the bundled one, when its weights are installed."""
+    from .zoo_local import default_bundled_model
+
+    name = default_bundled_model()
+    if name is None:
+        raise GleanError("no default model is installed: pass --model NAME (see `gleansr models`) or --weights PATH")
+    return name
 
 
 def get_preset(name: str) -> Preset:

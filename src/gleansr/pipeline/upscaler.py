@@ -38,10 +38,13 @@ def resolve_model(model_or_preset: GLEANStyleGANv2 | str | os.PathLike, download
     """A ready GLEAN from a module, a preset name (pretrained weights) or a checkpoint path."""
     from ..checkpoints import load_glean
     from ..presets import PRESETS, create_model
+    from ..zoo_local import BUNDLED, load_bundled
 
     if isinstance(model_or_preset, GLEANStyleGANv2):
         return model_or_preset
     name = str(model_or_preset)
+    if name in BUNDLED:
+        return load_bundled(name)
     if name in PRESETS:
         return create_model(name, weights="pretrained", download=download)
     if Path(name).is_file():

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Does the latent bank help? Bicubic vs GLEAN models on held-out glyphs, paired by image.
+
+    python scripts/eval_ablation.py --hr DATA/test --model glean=glean.safetensors \
+        --model ablation=ablation.safetensors --markdown results.md --json results.json
+
+Every HR image under ``--hr`` (a glyph data set's ``test`` folder: font folders of PNGs) is
+downscaled the way training does it (MATLAB-style bicubic, rounded to uint8); each model
+super-resolves that same LR, and PSNR / SSIM (RGB, MMEditing's definitions, gleansr.metrics)
+are taken against the HR. The first model is compared with each other method image by image:
+the mean PSNR difference with a 95% bootstrap interval that resamples whole fonts (images of
+one font are not independent), and the share of images where the first model is better.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gleansr.atomic import atomic_write_bytes
+from gleansr.checkpoints import load_glean
+from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+from gleansr.data.datasets import list_images, read_rgb
+from gleansr.data.imresize import imresize
+from gleansr.metrics import psnr, ssim
+from gleansr.pipeline.upscaler import Upscaler
+
+BOOTSTRAP_ROUNDS = 2000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hr", type=Path, required=True, help="folder of HR test images (sub-folder = font)")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                   help="a GLEAN checkpoint to evaluate; the first is compared with the others")
+    p.add_argument("--limit", type=int, help="evaluate an evenly spaced subset of this many images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--markdown", type=Path, help="write the results table here")
+    p.add_argument("--json", type=Path, help="write the figures (means, paired differences) here")
+    return p.parse_args(argv)
+
+
+def font_bootstrap(diffs: np.ndarray, fonts: list[str], seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean of ``diffs`` when whole fonts are resampled with replacement."""
+    names = sorted(set(fonts))
+    index = {n: i for i, n in enumerate(names)}
+    font_of = np.array([index[f] for f in fonts])
+    sums, counts = np.bincount(font_of, diffs, len(names)), np.bincount(font_of, minlength=len(names))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(BOOTSTRAP_ROUNDS, len(names)))
+    means = sums[picks].sum(1) / counts[picks].sum(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def evaluate(hr_root: Path, models: dict[str, Path], limit: int | None, device: str, batch_size: int) -> dict:
+    files = list_images(hr_root)
+    if limit is not None and limit < len(files):
+        files = [files[i * len(files) // limit] for i in range(limit)]
+    upscalers = {name: Upscaler(load_glean(path), device=device) for name, path in models.items()}
+    sizes = {(u.in_size, u.out_size) for u in upscalers.values()}
+    if len(sizes) != 1:
+        raise SystemExit(f"the models differ in size: {sorted(sizes)}")
+    (in_size, out_size), = sizes
+    scores: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": []} for m in ["bicubic", *models]}
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        hrs = [read_rgb(hr_root / f) for f in chunk]
+        if any(h.shape[:2] != (out_size, out_size) for h in hrs):
+            raise SystemExit(f"{hr_root}: images must be {out_size}x{out_size}")
+        lrs = np.stack([imresize(h, scale=in_size / out_size) for h in hrs])
+        outputs = {"bicubic": [imresize(lr, output_shape=(out_size, out_size)) for lr in lrs]}
+        with torch.no_grad():
+            for name, up in upscalers.items():
+                outputs[name] = list(tensor_to_uint8(up.run(uint8_to_tensor(lrs))))
+        for name, images in outputs.items():
+            scores[name]["psnr"] += [psnr(sr, hr) for sr, hr in zip(images, hrs)]
+            scores[name]["ssim"] += [ssim(sr, hr) for sr, hr in zip(images, hrs)]
+        print(f"\r{start + len(chunk)}/{len(files)} images", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    fonts = [f.parts[0] for f in files]
+    first = next(iter(models))
+    result = {"images": len(files), "fonts": len(set(fonts)), "scale": out_size // in_size,
+              "methods": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()},
+              "paired": {}}
+    for other in scores:
+        if other == first:
+            continue
+        diffs = np.asarray(scores[first]["psnr"]) - np.asarray(scores[other]["psnr"])
+        low, high = font_bootstrap(diffs, fonts)
+        result["paired"][other] = {"psnr_diff": float(diffs.mean()), "ci95": [low, high],
+                                   "ssim_diff": float(np.mean(np.subtract(scores[first]["ssim"], scores[other]["ssim"]))),
+                                   "better_share": float(np.mean(diffs > 0))}
+    result["compared"] = first
+    return result
+
+
+def markdown(result: dict) -> str:
+    first = result["compared"]
+    lines = [f"Held-out glyphs: {result['images']} images of {result['fonts']} fonts, x{result['scale']} "
+             "(MATLAB-bicubic LR, RGB PSNR/SSIM).", "",
+             "| method | PSNR (dB) | SSIM |", "| --- | ---: | ---: |"]
+    lines += [f"| {m} | {v['psnr']:.2f} | {v['ssim']:.4f} |" for m, v in result["methods"].items()]
+    lines += ["", f"| {first} minus | PSNR (dB) | 95% CI (fonts resampled) | SSIM | {first} better on |",
+              "| --- | ---: | --- | ---: | ---: |"]
+    for other, p in result["paired"].items():
+        lines.append(f"| {other} | {p['psnr_diff']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | "
+                     f"{p['ssim_diff']:+.4f} | {100 * p['better_share']:.1f}% of images |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or name == "bicubic" or name in models:
+            raise SystemExit(f"--model expects a new NAME=PATH (not 'bicubic'), got {item!r}")
+        models[name] = Path(path)
+    result = evaluate(args.hr, models, args.limit, args.device, args.batch_size)
+    text = markdown(result)
+    print(text)
+    if args.markdown:
+        atomic_write_bytes(args.markdown, text.encode("utf-8"), overwrite=True)
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode("utf-8"), overwrite=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

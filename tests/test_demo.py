@@ -1,0 +1,184 @@
+"""The bundled model's declaration, its samples, and ``gleansr demo`` (with a tiny random GLEAN put in
+place of the bundled weights), plus the real bundled weights wherever they are installed."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gleansr import zoo_local
+from gleansr.checkpoints import save_safetensors
+from gleansr.cli import main
+from gleansr.commands.demo import sample_pairs
+from gleansr.data.imresize import imresize
+from gleansr.metrics import psnr, ssim
+from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
+
+TINY_16_128 = GLEANConfig(in_size=16, out_size=128, rrdb_channels=4, num_rrdbs=1, style_channels=8, num_mlps=1,
+                          channel_multiplier=0.5, channel_max=8)
+COLUMNS = ["bicubic_psnr", "bicubic_ssim", "glean_psnr", "glean_ssim"]
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path, monkeypatch):
+    """A random tiny GLEAN installed as the bundled glean_glyphs_8x (declaration adjusted to it)."""
+    assets = tmp_path / "assets"
+    declared = zoo_local.BUNDLED["glean_glyphs_8x"]
+    monkeypatch.setattr(zoo_local, "ASSETS", assets)
+    monkeypatch.setitem(zoo_local.BUNDLED, declared.name, dataclasses.replace(declared, config=TINY_16_128))
+    torch.manual_seed(0)
+    model = GLEANStyleGANv2(**TINY_16_128.to_dict())
+    save_safetensors(model, assets / declared.filename, config=model.config.to_dict())
+    return model
+
+
+def _table(text: str) -> tuple[list[str], dict[str, list[float]]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["sample"])
+    header = lines[start].split()
+    rows = {}
+    for line in lines[start + 1:]:
+        parts = line.split()
+        if len(parts) != len(header):
+            break
+        rows[parts[0]] = [float(v) for v in parts[1:]]
+    return header, rows
+
+
+def _uint8(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_declarations_build_and_fit_the_samples():
+    pairs = sample_pairs(zoo_local.SAMPLES)
+    assert len(pairs) >= 4
+    for model in zoo_local.bundled_models():
+        net = GLEANStyleGANv2(**model.config.to_dict()).eval()
+        size_mb = sum(t.numel() * 4 for t in net.state_dict().values()) / 2**20
+        assert size_mb < 30, f"{model.name} would ship {size_mb:.1f} MB of float32 weights"
+        with torch.no_grad():
+            out = net(torch.zeros(1, 3, model.config.in_size, model.config.in_size))
+        assert out.shape == (1, 3, model.config.out_size, model.config.out_size)
+        for _, lr, hr in pairs:
+            assert Image.open(lr).size == (model.config.in_size,) * 2
+            assert Image.open(hr).size == (model.config.out_size,) * 2
+
+
+def test_samples_are_matlab_bicubic_downscales_of_their_originals():
+    for _, lr, hr in sample_pairs(zoo_local.SAMPLES):
+        assert np.array_equal(_uint8(lr), imresize(_uint8(hr), scale=1 / 8))
+
+
+def test_demo_writes_results_and_a_parsable_table(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
+    header, rows = _table(capsys.readouterr().out)
+    assert header == ["sample", *COLUMNS]
+    pairs = sample_pairs(zoo_local.SAMPLES)
+    assert set(rows) == {name for name, _, _ in pairs} | {"mean"}
+    for column in range(len(COLUMNS)):
+        assert math.isclose(rows["mean"][column], np.mean([rows[n][column] for n, _, _ in pairs]), abs_tol=1e-3)
+    for name, lr_path, hr_path in pairs:
+        lr, hr = _uint8(lr_path), _uint8(hr_path)
+        bicubic = imresize(lr, output_shape=(128, 128))
+        assert np.array_equal(_uint8(out / f"{name}_bicubic.png"), bicubic)
+        assert rows[name][:2] == pytest.approx([psnr(bicubic, hr), ssim(bicubic, hr)], abs=1e-4)
+        sr = _uint8(out / f"{name}_glean.png")
+        assert sr.shape == (128, 128, 3)
+        assert rows[name][2:] == pytest.approx([psnr(sr, hr), ssim(sr, hr)], abs=1e-4)
+        compare = Image.open(out / f"{name}_compare.png")
+        assert compare.size == (4 * 128 + 3 * 4, 128 + 18)
+        panels = np.asarray(compare.convert("RGB"))[18:]
+        assert np.array_equal(panels[:, 3 * 132:], hr) and np.array_equal(panels[:, 2 * 132:2 * 132 + 128], sr)
+    assert len(list(out.iterdir())) == 3 * len(pairs)
+
+
+def test_demo_never_overwrites_unless_asked(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / next(iter(before))).write_bytes(b"user's file")
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / next(iter(before))).read_bytes() == b"user's file"
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--overwrite"]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_demo_without_installed_weights_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo_local, "ASSETS", tmp_path / "empty")
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 2
+    assert "no bundled model is installed" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_mismatched_weights_file_is_refused(tiny_bundle, monkeypatch):
+    declared = zoo_local.BUNDLED["glean_glyphs_8x"]
+    monkeypatch.setitem(zoo_local.BUNDLED, declared.name, dataclasses.replace(declared, config=zoo_local.GLYPHS_8X_CONFIG))
+    with pytest.raises(Exception, match="is not the one declared|shape"):
+        zoo_local.load_bundled("glean_glyphs_8x")
+
+
+@pytest.mark.parametrize("model", zoo_local.bundled_models(), ids=lambda m: m.name)
+def test_installed_bundled_weights_beat_bicubic(model):
+    """Where the weights are installed, they load strictly and beat bicubic on the held-out samples;
+    where they are not, the declaration claims no figures."""
+    if not model.is_present():
+        assert model.psnr is None and model.ssim is None
+        return
+    net = zoo_local.load_bundled(model.name)
+    from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+
+    gains = []
+    for _, lr_path, hr_path in sample_pairs(zoo_local.SAMPLES):
+        lr, hr = _uint8(lr_path), _uint8(hr_path)
+        with torch.no_grad():
+            sr = tensor_to_uint8(net(uint8_to_tensor(lr)[None]))[0]
+        gains.append(psnr(sr, hr) - psnr(imresize(lr, output_shape=hr.shape[:2]), hr))
+    assert np.mean(gains) > 0, f"{model.name} loses to bicubic by {-np.mean(gains):.2f} dB on the samples"
+    assert model.psnr is not None and model.bicubic_psnr is not None and model.psnr > model.bicubic_psnr
+
+
+def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
+    """scripts/eval_ablation.py on the samples with two tiny models: figures match a direct computation."""
+    import importlib.util
+    import json
+
+    from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+
+    script_path = Path(__file__).resolve().parents[1] / "scripts" / "eval_ablation.py"
+    spec = importlib.util.spec_from_file_location("eval_ablation", script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paths, nets = {}, {}
+    for seed, name in enumerate(("glean", "ablation")):
+        torch.manual_seed(seed)
+        nets[name] = GLEANStyleGANv2(**TINY_16_128.to_dict()).eval()
+        paths[name] = save_safetensors(nets[name], tmp_path / f"{name}.safetensors", config=TINY_16_128.to_dict())
+    hr_dir = zoo_local.SAMPLES / "hr"
+    assert script.main(["--hr", str(hr_dir), "--model", f"glean={paths['glean']}", "--model",
+                        f"ablation={paths['ablation']}", "--device", "cpu", "--json", str(tmp_path / "r.json"),
+                        "--markdown", str(tmp_path / "r.md")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    expected = {m: [] for m in ("bicubic", "glean", "ablation")}
+    for hr_path in sorted(hr_dir.glob("*.png")):
+        hr = _uint8(hr_path)
+        lr = imresize(hr, scale=1 / 8)
+        expected["bicubic"].append(psnr(imresize(lr, output_shape=(128, 128)), hr))
+        for name, net in nets.items():
+            with torch.no_grad():
+                expected[name].append(psnr(tensor_to_uint8(net(uint8_to_tensor(lr)[None]))[0], hr))
+    assert result["images"] == len(expected["bicubic"])
+    for method, values in expected.items():
+        assert result["methods"][method]["psnr"] == pytest.approx(np.mean(values), abs=1e-4)
+    paired = result["paired"]["ablation"]
+    diffs = np.subtract(expected["glean"], expected["ablation"])
+    assert paired["psnr_diff"] == pytest.approx(diffs.mean(), abs=1e-4)
+    assert paired["ci95"][0] <= paired["psnr_diff"] <= paired["ci95"][1]
+    assert paired["better_share"] == pytest.approx(np.mean(diffs > 0))
+    assert "| bicubic |" in (tmp_path / "r.md").read_text()
