@@ -11,19 +11,22 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn as nn
 
 from .errors import CheckpointError
 
+if TYPE_CHECKING:  # the models import this module's neighbours; import them lazily at run time
+    from .models.glean import GLEANConfig, GLEANStyleGANv2
+
 SAFETENSORS_CONFIG_KEY = "gleansr_config"
 SAFETENSORS_ARCH_KEY = "gleansr_arch"
 SAFETENSORS_LAYOUT_KEY = "gleansr_layout"  # "bare": keys of one module, no wrapper prefix
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(9)
     if len(head) < 9:
@@ -43,7 +46,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty: {path}")
-    if _is_safetensors(path):
+    if is_safetensors(path):
         return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -53,7 +53,7 @@ from ..models.stylegan2 import StyleGAN2Generator
 from ..train.distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gather_objects, all_reduce_mean,
                                  barrier, init_distributed, shutdown_distributed)
 from ..train.log import RunLog
-from ..train.loop import TrainingDiverged, _autocast, _grad_scaler, _seed_everything, _StopRequest
+from ..train.runtime import StopRequest, TrainingDiverged, autocast, grad_scaler, seed_everything
 from ..train.losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
 from ..train.state import capture_rng, load_latest, restore_rng, save_training_checkpoint
 from .augment import diff_augment
@@ -279,7 +279,7 @@ def _train(data: Path, out: Path, overrides: Mapping[str, Any], info: DistInfo, 
     config = resolve_config(overrides, found[1]["config"] if found else None, str(found[0]) if found else "")
     dev = info.device
 
-    _seed_everything(config.seed)  # identical initial weights on every rank
+    seed_everything(config.seed)  # identical initial weights on every rank
     generator = StyleGAN2Generator(**config.generator_kwargs())
     discriminator = StyleGAN2Discriminator(**config.discriminator_kwargs())
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
@@ -287,7 +287,7 @@ def _train(data: Path, out: Path, overrides: Mapping[str, Any], info: DistInfo, 
         net.to(dev)
     opt_g = _lazy_adam(generator.parameters(), config, config.pl_every if config.pl_weight > 0 else None)
     opt_d = _lazy_adam(discriminator.parameters(), config, config.r1_every if config.r1_gamma > 0 else None)
-    scaler_g, scaler_d = _grad_scaler(config, dev), _grad_scaler(config, dev)  # type: ignore[arg-type]
+    scaler_g, scaler_d = grad_scaler(config.precision, dev), grad_scaler(config.precision, dev)  # type: ignore[arg-type]
     mean_path_length = torch.zeros((), device=dev)
     start, saved_rng = 0, None
     torch.manual_seed(config.seed + 1 + info.rank)  # different latents on every rank
@@ -346,16 +346,16 @@ def _train(data: Path, out: Path, overrides: Mapping[str, Any], info: DistInfo, 
     if saved_rng is not None:  # after iter(loader), which draws from the RNG, as at the original start
         restore_rng(saved_rng)
     try:
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             for it in range(start, config.max_iters):
                 real = next(batches).to(dev, non_blocking=True)
                 n = real.shape[0]
 
                 # D step: G frozen, no gradient to it
                 discriminator.requires_grad_(True)
-                with torch.no_grad(), _autocast(config, dev):  # type: ignore[arg-type]
+                with torch.no_grad(), autocast(config.precision, dev):  # type: ignore[arg-type]
                     fake, _ = mixing(*_latents(config, n, generator.num_latents, dev))
-                with _autocast(config, dev):  # type: ignore[arg-type]
+                with autocast(config.precision, dev):  # type: ignore[arg-type]
                     loss_d = logistic_d_loss(d_train(augment(real)).float(), d_train(augment(fake)).float())
                 opt_d.zero_grad(set_to_none=True)
                 scaler_d.scale(loss_d).backward()
@@ -373,7 +373,7 @@ def _train(data: Path, out: Path, overrides: Mapping[str, Any], info: DistInfo, 
 
                 # G step: D frozen and called unwrapped (no DDP gradient sync for it)
                 discriminator.requires_grad_(False)
-                with _autocast(config, dev):  # type: ignore[arg-type]
+                with autocast(config.precision, dev):  # type: ignore[arg-type]
                     fake, _ = g_train(*_latents(config, n, generator.num_latents, dev))
                     loss_g = logistic_g_loss(discriminator(augment(fake)).float())
                 opt_g.zero_grad(set_to_none=True)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from ..checkpoints import (SAFETENSORS_ARCH_KEY, SAFETENSORS_CONFIG_KEY, _is_safetensors, load_state_dict_strict,
+from ..checkpoints import (SAFETENSORS_ARCH_KEY, SAFETENSORS_CONFIG_KEY, is_safetensors, load_state_dict_strict,
                            read_checkpoint, save_safetensors)
 from ..errors import CheckpointError
 from ..models.discriminator import StyleGAN2Discriminator
@@ -199,7 +199,7 @@ def read_source(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
         head = f.read(len(_LEGACY_TORCH_MAGIC))
-    if _is_safetensors(path):
+    if is_safetensors(path):
         return read_checkpoint(path)[0]
     if head.startswith(b"PK") or head == _LEGACY_TORCH_MAGIC:
         safe_globals = getattr(torch.serialization, "safe_globals", None)
@@ -235,7 +235,7 @@ def discriminator_path(generator_path: str | os.PathLike) -> Path:
 
 def _read_exported(path: Path) -> BankWeights | None:
     """A gleansr export (bare generator safetensors), with its sibling discriminator if present."""
-    if not _is_safetensors(path):
+    if not is_safetensors(path):
         return None
     state, meta = read_checkpoint(path)
     if meta.get(SAFETENSORS_ARCH_KEY) != GENERATOR_ARCH:

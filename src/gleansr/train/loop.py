@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -48,6 +47,7 @@ from .distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gath
                           init_distributed, shutdown_distributed)
 from .log import RunLog, save_sample_strip
 from .losses import PerceptualLoss, gan_loss, pixel_loss
+from .runtime import StopRequest, TrainingDiverged, autocast, grad_scaler, seed_everything
 from .state import (LAST, build_discriminator, capture_rng, checkpoint_config, load_latest, restore_rng,
                     save_training_checkpoint)
 
@@ -55,10 +55,6 @@ DAMAGED = "last.pt.damaged"
 LOSS_NAMES = ("loss_pix", "loss_perceptual", "loss_gan", "loss_d_real", "loss_d_fake")
 VGG16_FILENAME = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-
-
-class TrainingDiverged(GleanError):
-    """A loss became NaN or infinite; nothing was saved after the last good checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -82,31 +78,6 @@ class TrainResult:
     checkpoint: Path | None
     stopped_by: int | None = None  # the signal that ended the run early
     val: dict[str, float] | None = None
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag checked once per iteration; a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\ngleansr: {signal.Signals(signum).name}: saving after this iteration "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr)
-
-    def __enter__(self) -> "_StopRequest":
-        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _resolve_file(given: str | Path | None, filename: str, url: str, info: DistInfo) -> Path:
@@ -147,18 +118,6 @@ def _datasets(config: TrainConfig, paths: RunPaths) -> tuple[Any, Any]:
     return train_set, val_set
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> Any:
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def _grad_scaler(config: TrainConfig, device: torch.device) -> Any:
-    enabled = config.precision == "fp16"
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler(device.type, enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
-
-
 @torch.no_grad()
 def validate(generator: GLEANStyleGANv2, val_set: Any, config: TrainConfig, device: torch.device,
              sample_dir: Path | None = None) -> dict[str, float]:
@@ -170,7 +129,7 @@ def validate(generator: GLEANStyleGANv2, val_set: Any, config: TrainConfig, devi
     scores: list[tuple[float, float]] = []
     with torch.random.fork_rng(devices=[]):  # loading draws from the CPU RNG: keep training's state as it was
         for batch in loader:
-            with _autocast(config, device):
+            with autocast(config.precision, device):
                 sr = generator(batch["lr"].to(device)).float()
             images = zip(tensor_to_uint8(batch["lr"]), tensor_to_uint8(sr), tensor_to_uint8(batch["hr"]), batch["name"])
             for lr, out, hr, name in images:
@@ -180,12 +139,6 @@ def validate(generator: GLEANStyleGANv2, val_set: Any, config: TrainConfig, devi
     generator.train(was_training)
     values = np.asarray(scores, dtype=np.float64)
     return {"val_psnr": float(values[:, 0].mean()), "val_ssim": float(values[:, 1].mean())}
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _resolve_config(config: TrainConfig | None, overrides: dict[str, str], saved: TrainConfig | None,
@@ -220,7 +173,7 @@ class _Nets:
 def _build(config: TrainConfig, paths: RunPaths, info: DistInfo, fresh: bool) -> _Nets:
     """Networks from the config (the bank and D from ``paths.bank`` on a fresh run), optimizers, scalers."""
     dev = info.device
-    _seed_everything(config.seed)  # identical initial weights on every rank
+    seed_everything(config.seed)  # identical initial weights on every rank
     generator = GLEANStyleGANv2(**config.model.to_dict())
     generator.fusion_skip.requires_grad_(False)  # see the module docstring
     discriminator = build_discriminator(config)
@@ -247,7 +200,7 @@ def _build(config: TrainConfig, paths: RunPaths, info: DistInfo, fresh: bool) ->
     g_train = DistributedDataParallel(generator, **ddp_kwargs) if info.distributed else generator
     d_train = DistributedDataParallel(discriminator, **ddp_kwargs) if info.distributed else discriminator
     return _Nets(generator, discriminator, g_train, d_train, perceptual, opt_g, opt_d,
-                 _grad_scaler(config, dev), _grad_scaler(config, dev))
+                 grad_scaler(config.precision, dev), grad_scaler(config.precision, dev))
 
 
 def _restore(nets: _Nets, path: Path, state: dict[str, Any], info: DistInfo) -> int:
@@ -271,7 +224,7 @@ def _train_step(nets: _Nets, config: TrainConfig, lr_img: torch.Tensor, hr: torc
     dev = lr_img.device
     # generator step; D is frozen and called unwrapped (its DDP wrapper must not expect gradients)
     nets.discriminator.requires_grad_(False)
-    with _autocast(config, dev):
+    with autocast(config.precision, dev):
         sr = nets.g_train(lr_img)
         loss_pix = pixel_loss(sr, hr, config.pixel_weight)
         loss_perceptual = nets.perceptual(sr, hr) if nets.perceptual is not None else loss_pix.new_zeros(())
@@ -286,10 +239,10 @@ def _train_step(nets: _Nets, config: TrainConfig, lr_img: torch.Tensor, hr: torc
     nets.opt_d.zero_grad(set_to_none=True)
     d_train = nets.d_train
     with d_train.no_sync() if isinstance(d_train, DistributedDataParallel) else contextlib.nullcontext():
-        with _autocast(config, dev):
+        with autocast(config.precision, dev):
             loss_d_real = gan_loss(d_train(hr), True, for_discriminator=True)
         nets.scaler_d.scale(loss_d_real).backward()
-    with _autocast(config, dev):
+    with autocast(config.precision, dev):
         loss_d_fake = gan_loss(d_train(sr.detach()), False, for_discriminator=True)
     nets.scaler_d.scale(loss_d_fake).backward()
     nets.scaler_d.step(nets.opt_d)
@@ -364,7 +317,7 @@ def _train(config: TrainConfig | None, paths: RunPaths, overrides: dict[str, str
     interval_start = run_start = time.perf_counter()
     batches: Iterator[dict] = iter(loader)
     try:
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             for it in range(start, config.max_iters):
                 lr_g, lr_d = cosine_restart_lr(it, config.lr_g, config), cosine_restart_lr(it, config.lr_d, config)
                 for opt, lr in ((nets.opt_g, lr_g), (nets.opt_d, lr_d)):
