@@ -66,6 +66,9 @@ def _upfirdn2d_fast(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, p
         if y.shape[2] < out_h or y.shape[3] < out_w:
             y = F.pad(y, [0, out_w - y.shape[3], 0, out_h - y.shape[2]])
         return y
+    if up == 1 and p0 == p1 >= 0:
+        # symmetric padding: the convolution pads by itself, no padded copy of x
+        return F.conv2d(x, weight, stride=down, padding=p0, groups=c)
     if up == 1:
         y = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
         y = y[:, :, max(-p0, 0): y.shape[2] - max(-p1, 0), max(-p0, 0): y.shape[3] - max(-p1, 0)]

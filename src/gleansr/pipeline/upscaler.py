@@ -76,16 +76,11 @@ class Prepared:
 
 
 def make_runner(model: GLEANStyleGANv2, device: torch.device, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x in [-1, 1] (N, 3, in, in) float32 -> raw model output float32, on ``device``."""
-    model = model.to(device).set_impl("auto")
-    dtype = PRECISIONS[precision]
+    """x in [-1, 1] (N, 3, in, in) float32 -> raw model output float32, on ``device``: the fast
+    inference snapshot (:mod:`gleansr.inference`), same function as the reference path."""
+    from ..inference import build_inference_model
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return model(x).float()
-
-    return run
+    return build_inference_model(model, device=device, precision=precision)
 
 
 class Upscaler:
