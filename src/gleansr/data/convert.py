@@ -16,7 +16,7 @@ def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 RGB ``H x W x 3`` (or ``N x H x W x 3``) -> float32 ``3 x H x W`` (``N x 3 x H x W``) in [-1, 1]."""
     if img.dtype != np.uint8 or img.ndim not in (3, 4) or img.shape[-1] != 3:
         raise ValueError(f"uint8_to_tensor: expected uint8 [N x] H x W x 3, got {img.dtype} {img.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32) / 255.0
+    x = torch.tensor(img, dtype=torch.float32) / 255.0  # a copy: read-only arrays are fine too
     x = (x - 0.5) * 2.0
     return x.movedim(-1, -3).contiguous()
 
