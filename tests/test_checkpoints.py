@@ -156,6 +156,7 @@ class _Evil:
         return (exec, ("open('PWNED', 'w').write('x')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_never_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open("evil.pth", "wb") as f:
