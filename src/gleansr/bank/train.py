@@ -53,7 +53,7 @@ from ..models.stylegan2 import StyleGAN2Generator
 from ..train.distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gather_objects, all_reduce_mean,
                                  barrier, init_distributed, shutdown_distributed)
 from ..train.log import RunLog
-from ..train.runtime import StopRequest, TrainingDiverged, autocast, grad_scaler, seed_everything
+from ..train.runtime import StopRequest, autocast, check_finite, grad_scaler, seed_everything
 from ..train.losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
 from ..train.state import capture_rng, load_latest, restore_rng, save_training_checkpoint
 from .augment import diff_augment
@@ -397,11 +397,7 @@ def _train(data: Path, out: Path, overrides: Mapping[str, Any], info: DistInfo, 
                 reduced = all_reduce_mean(torch.cat([torch.stack([loss_d.detach().float(), loss_g.detach().float()]),
                                                      last_reg, flag.view(1)]), info).tolist()
                 iteration = it + 1
-                for name, value in zip(LOSS_NAMES, reduced):
-                    if not np.isfinite(value):
-                        kept = f"{out / 'last.pt'} (iteration {last_saved})" if last_saved else "none"
-                        raise TrainingDiverged(f"iteration {iteration}: {name} is {value}; stopped without saving "
-                                               f"(last good checkpoint: {kept})")
+                check_finite(LOSS_NAMES, reduced, iteration, out / "last.pt", last_saved)
                 sums += reduced[:2]
                 counted += 1
                 if iteration % config.log_every == 0 or iteration == config.max_iters:

@@ -47,7 +47,7 @@ from .distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gath
                           init_distributed, shutdown_distributed)
 from .log import RunLog, save_sample_strip
 from .losses import PerceptualLoss, gan_loss, pixel_loss
-from .runtime import StopRequest, TrainingDiverged, autocast, grad_scaler, seed_everything
+from .runtime import StopRequest, autocast, check_finite, grad_scaler, seed_everything
 from .state import (LAST, build_discriminator, capture_rng, checkpoint_config, load_latest, restore_rng,
                     save_training_checkpoint)
 
@@ -329,11 +329,7 @@ def _train(config: TrainConfig | None, paths: RunPaths, overrides: dict[str, str
                 flag = torch.tensor(float(stop.signum is not None), device=dev)
                 reduced = all_reduce_mean(torch.stack([*losses, flag]), info).tolist()  # the one sync per iteration
                 iteration = it + 1
-                for name, value in zip(LOSS_NAMES, reduced):
-                    if not np.isfinite(value):
-                        kept = f"{out / LAST} (iteration {last_saved})" if last_saved else "none"
-                        raise TrainingDiverged(f"iteration {iteration}: {name} is {value}; stopped without saving "
-                                               f"(last good checkpoint: {kept})")
+                check_finite(LOSS_NAMES, reduced, iteration, out / LAST, last_saved)
                 sums += reduced[:len(LOSS_NAMES)]
                 counted += 1
                 final = iteration == config.max_iters

@@ -18,6 +18,15 @@ class TrainingDiverged(GleanError):
     """A loss became NaN or infinite; nothing was saved after the last good checkpoint."""
 
 
+def check_finite(names, values, iteration: int, last_checkpoint, last_saved: int) -> None:
+    """Raise TrainingDiverged naming the first loss in ``values`` that is NaN or infinite."""
+    for name, value in zip(names, values):
+        if not np.isfinite(value):
+            kept = f"{last_checkpoint} (iteration {last_saved})" if last_saved else "none"
+            raise TrainingDiverged(f"iteration {iteration}: {name} is {value}; stopped without saving "
+                                   f"(last good checkpoint: {kept})")
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag checked once per iteration; a second Ctrl-C interrupts at once."""
 
