@@ -12,7 +12,11 @@ come from CUDA events. Outputs are compared with the baseline's float32 output o
 that the paths compute the same function, not image quality). Needs only torch and numpy
 (scikit-image optional). Random weights: timing does not depend on their values. On CUDA,
 cudnn.benchmark is on for every variant (as in shared/reference/REFERENCE.md) and float32 runs
-with PyTorch's default TF32 convolutions.
+with PyTorch's default TF32 convolutions; ``--compile`` adds torch.compile variants (slow to build).
+On CPU the glibc malloc setting of gleansr.inference is on by default (``--no-malloc-tuning``);
+being process-wide, it speeds the baseline up too. With 2 threads, a competing process slows every
+variant down several-fold (OpenMP threads wait for each other): compare the "min" column, or use
+``--threads 1``. A "best isolated conv rate" line gives the convolutions' speed alone.
 """
 from __future__ import annotations
 
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed rounds (default: 30 on CUDA, 7 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls per variant (default 3 CUDA, 1 CPU)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow to build)")
-    ap.add_argument("--quick", action="store_true", help="few repetitions (CUDA: all presets, batch 1 and 8, < 3 min)")
+    ap.add_argument("--quick", action="store_true", help="few repetitions (meant to finish in < 3 minutes on one GPU with the default presets and batches)")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
                     help="CPU: keep freed large blocks for reuse, as build_inference_model does "
@@ -333,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench(preset, batch, args.device, reps, warmup, args.compile, only)
             print_table([r for r in rows if r["preset"] == preset and r["batch"] == batch])
             sys.stdout.flush()
-    print("\nall results (ms/img: median; min: fastest round; ratio: median per-round speed-up over "
-          f"{BASELINE}; spread: (max-min)/median; mem: see measure_memory)")
+    print(f"\nall results. {BASELINE}: the model's impl='ref' path, float32 eager (mirrors upstream op "
+          "for op). ms/img: median; min: fastest round; ratio: median per-round speed-up over it; "
+          "spread: (max-min)/median; mem: see measure_memory; GFLOP/s: upstream FLOPs (manifests) / time")
     print_table(rows)
     if args.json:
         write_json(args.json, rows, args.overwrite)

@@ -1,4 +1,6 @@
 """The fast inference snapshot against the reference path (tiny GLEAN and the upstream fixture)."""
+import platform
+
 import pytest
 import torch
 
@@ -97,6 +99,11 @@ def test_default_settings_per_device():
     assert inference.default_settings("cuda") == {"channels_last": True, "cuda_graphs": True, "winograd": False}
     assert inference.default_settings("cpu")["winograd"] is True
     assert inference.default_settings("cpu", torch.bfloat16)["winograd"] is False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting exists in glibc only")
+def test_malloc_setting_is_accepted_by_glibc():
+    assert inference.keep_freed_memory_for_reuse() is True
 
 
 @pytest.fixture(scope="module")
