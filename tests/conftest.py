@@ -36,6 +36,17 @@ TINY_GLEAN = dict(in_size=8, out_size=32, rrdb_channels=8, num_rrdbs=1, style_ch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def he_initialised(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """He-initialised random conv weights (in place): activations stay O(1) through deep stacks,
+    so every LPIPS layer and the VGG perceptual loss see real signal, not ~1e-11."""
+    for key, value in state.items():
+        if key.endswith("weight"):
+            torch.nn.init.kaiming_normal_(value, nonlinearity="relu")
+        else:
+            torch.nn.init.normal_(value, std=0.1)
+    return state
+
+
 def _fixture_checkpoint(variant: str) -> Path:
     """Regenerate the fixture checkpoint (deterministic, ~225 MB) into build/, once."""
     if not FIXTURE_DIR.is_dir():

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import he_initialised
 from gleansr.errors import CheckpointError
 from gleansr.models.alexnet import AlexNetFeatures
 from gleansr.models.inception import InceptionV3FID, load_fid_inception_weights
@@ -15,16 +16,6 @@ from gleansr.models.vgg import VGG16Features
 from gleansr.perceptual_metrics import LPIPS, feature_statistics, fid_from_features, frechet_distance
 
 CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
-
-
-def he_initialised(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Random conv weights that keep activations O(1), so every LPIPS layer contributes."""
-    for key, value in state.items():
-        if key.endswith("weight"):
-            torch.nn.init.kaiming_normal_(value, nonlinearity="relu")
-        else:
-            torch.nn.init.normal_(value, std=0.1)
-    return state
 
 
 @pytest.fixture(scope="module")

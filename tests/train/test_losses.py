@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import he_initialised
 from gleansr.errors import GleanError
 from gleansr.models.vgg import VGG16Features
 from gleansr.train.losses import (
@@ -37,13 +38,7 @@ def well_scaled_vgg_state(seed: int) -> dict[str, torch.Tensor]:
     """Random VGG16 weights that keep activations O(1) (He init), unlike PyTorch's default init,
     whose features shrink by orders of magnitude per layer and would make every loss ~1e-11."""
     torch.manual_seed(seed)
-    state = VGG16Features(last_layer=21).state_dict()
-    for key, value in state.items():
-        if key.endswith("weight"):
-            torch.nn.init.kaiming_normal_(value, nonlinearity="relu")
-        else:
-            torch.nn.init.normal_(value, std=0.1)
-    return state
+    return he_initialised(VGG16Features(last_layer=21).state_dict())
 
 
 @pytest.fixture(scope="module")
