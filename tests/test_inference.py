@@ -131,3 +131,14 @@ def test_fixture_float32_matches_upstream(winograd, fixture_models, fixture_ref)
     y = fast(fixture_ref["input"])
     torch.testing.assert_close(y, fixture_ref["output_float32"], atol=2e-4, rtol=0)
     torch.testing.assert_close(y.double(), fixture_ref["output_float64"], atol=2e-4, rtol=0)
+
+
+def test_encoder_decoder_ablation_matches_its_module(tiny):
+    ablation = GLEANStyleGANv2(**{**tiny.config.to_dict(), "latent_bank": False})
+    ablation.load_state_dict(tiny.state_dict())
+    x = _input(seed=3)
+    with torch.no_grad():
+        want = ablation.double()(x.double())
+    for layout in LAYOUTS:
+        got = FastGLEAN(ablation, torch.float64, **layout)(x)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

@@ -289,6 +289,7 @@ class FastGLEAN(nn.Module):
         target = _Target(dtype, device, channels_last, winograd)
         self.target, self.in_size, self.out_size = target, model.in_size, model.out_size
         self.style_channels, self.img_channels = model.style_channels, model.config.img_channels
+        self.latent_bank = model.config.latent_bank
         first = model.encoder[0]
         self.trunk = _RRDBTrunk(first[0], target)
         self.trunk_out = _Conv.of(first[1], target, lrelu=True)
@@ -318,6 +319,11 @@ class FastGLEAN(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         n = x.shape[0]
         feats = [self.trunk_out(self.trunk(x))]
+        if not self.latent_bank:  # the encoder-decoder ablation: zeros stand in for the bank
+            hr = feats[0]
+            for i, block in enumerate(self.decoder):
+                hr = block(torch.cat([hr, torch.zeros_like(hr)], 1) if i > 0 else hr)
+            return hr.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
         for block in self.encoder:
             feats.append(block(feats[-1]))
         latent = feats[-1].view(n, -1, self.style_channels)

@@ -4,7 +4,7 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 
 from gleansr.errors import GleanError, ImageError
-from gleansr.pipeline.images import FORMATS, format_can_hold, load_image, save_image
+from gleansr.pipeline.images import FORMATS, format_can_hold, image_from_pil, load_image, save_image
 
 H, W = 11, 17  # non-square, so a wrong transpose cannot pass
 RNG = np.random.default_rng(0)
@@ -336,3 +336,21 @@ def test_loading_leaves_the_input_untouched(tmp_path):
         load_image(p)
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_pil_image_decodes_like_its_file_and_is_left_alone(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "gleansr-test"
+    Image.fromarray(u8(3)).save(tmp_path / "o.png", exif=exif)
+    with Image.open(tmp_path / "o.png") as im:
+        got = image_from_pil(im)
+        assert im.getexif()[0x0112] == 6  # the caller's EXIF still has its orientation
+    want = load_image(tmp_path / "o.png")
+    assert (got.rgb == want.rgb).all() and got.exif == want.exif and got.bit_depth == 8
+    values = u16(3)
+    save_image(tmp_path / "c16.png", values / 65535, bit_depth=16)
+    with Image.open(tmp_path / "c16.png") as im:  # still file-backed: all 16 bits
+        assert (as_u16(image_from_pil(im).rgb) == values).all()
+    in_memory = Image.fromarray(u8(3)).convert("CMYK")
+    assert image_from_pil(in_memory).rgb.shape == (*u8(3).shape[:2], 3)

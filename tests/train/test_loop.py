@@ -20,7 +20,7 @@ from gleansr.errors import GleanError
 from gleansr.models import GLEANStyleGANv2
 from gleansr.train import loop
 from gleansr.train.config import load_config
-from gleansr.train.state import build_discriminator, read_training_checkpoint
+from gleansr.train.state import build_discriminator, export_release, read_training_checkpoint
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import TINY_MODEL, cli_args, read_metrics, setup_run
 
@@ -181,3 +181,27 @@ def test_premade_bicubic_lr_trains_exactly_like_lr_made_on_the_fly(tmp_path):
     assert main(cli_args(files, tmp_path / "on_the_fly", "--max-iters", "2")) == 0
     paired, on_the_fly = read_metrics(tmp_path / "paired"), read_metrics(tmp_path / "on_the_fly")
     assert [r["loss_pix"] for r in paired] == [r["loss_pix"] for r in on_the_fly]
+
+
+def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
+    files = setup_run(tmp_path)
+    args = cli_args(files, tmp_path / "run", "--max-iters", "2", "--set", "gan_weight=0", "perceptual_weight=0")
+    assert main(args) == 0
+    records = read_metrics(tmp_path / "run")
+    assert all(r[k] == 0 for r in records for k in ("loss_gan", "loss_d_real", "loss_d_fake"))
+    assert all(r["loss_pix"] > 0 for r in records)
+    torch.manual_seed(0)  # the run's seed: the generator is built first, then D
+    GLEANStyleGANv2(**TINY_MODEL)
+    initial = build_discriminator(load_config(files["config"])).state_dict()
+    saved = read_training_checkpoint(tmp_path / "run" / "last.pt")["discriminator"]
+    assert all(torch.equal(saved[k], v) for k, v in initial.items())
+
+
+def test_encoder_decoder_ablation_trains_and_exports_with_its_flag(tmp_path):
+    files = setup_run(tmp_path)
+    args = cli_args(files, tmp_path / "run", "--max-iters", "2", "--set", "model.latent_bank=false")
+    assert main(args) == 0
+    state = read_training_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["config"]["model"]["latent_bank"] is False
+    out = export_release(tmp_path / "run", tmp_path / "ablation.safetensors")
+    assert load_glean(out).config.latent_bank is False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -48,6 +49,38 @@ def _default_model(args) -> str:
     return default_model_name()
 
 
+class _Tally:
+    """What one process did: written, skipped (output exists), failed; printed once at the end."""
+
+    def __init__(self, tag: str, overwrite: bool):
+        self.tag, self.overwrite = tag, overwrite
+        self.done = self.skipped = 0
+        self.failed: list[str] = []
+
+    def exists(self, source, out, say) -> bool:
+        """True (and counted, and said) when ``out`` exists and may not be replaced."""
+        if out.exists() and not self.overwrite:
+            self.skipped += 1
+            say(f"{self.tag}skip {source}: {out} exists (use --overwrite)")
+            return True
+        return False
+
+    def summary(self, details: str) -> int:
+        for msg in self.failed:
+            print(f"{self.tag}failed: {msg}", file=sys.stderr)
+        print(f"{self.tag}{self.done} written, {self.skipped} skipped (exist), {len(self.failed)} failed, {details}",
+              file=sys.stderr)
+        return 1 if self.failed else 0
+
+
+def _save_like(out, rgb, alpha, source, overwrite: bool) -> None:
+    """Write ``rgb`` (+ alpha) with the source image's bit depth, greyness, ICC profile and EXIF."""
+    from ..pipeline.images import save_image
+
+    save_image(out, rgb, alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
+               overwrite=overwrite, icc_profile=source.icc_profile, exif=source.exif)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -55,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import GleanError
     from ..pipeline.files import check_outputs, collect_inputs, output_path, shard
-    from ..pipeline.images import load_image, save_image
+    from ..pipeline.images import load_image
     from ..pipeline.upscaler import Upscaler
 
     if args.batch_size < 1:
@@ -72,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                         resize=not args.no_resize, download=args.download)
     scale = args.scale if args.faces and args.scale else upscaler.scale
     suffix = args.suffix if args.suffix is not None else f"_x{scale}"
-    tag = f"[rank {rank}/{world}] " if world > 1 else ""
+    tally = _Tally(f"[rank {rank}/{world}] " if world > 1 else "", args.overwrite)
 
     def target(item, image=None):
         out_dir = args.output or item.path.parent
@@ -84,34 +117,28 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([i.path for i in items], [target(i) for i in items])
     mine = shard(items, rank, world)
     if args.faces:
-        return _run_faces(args, upscaler, mine, target, tag, scale)
-    tag = f"[rank {rank}/{world}] " if world > 1 else ""
-    done = skipped = 0
-    failed: list[str] = []
+        return _run_faces(args, upscaler, mine, target, tally, scale)
     told = set()
     start = time.perf_counter()
-    bar = tqdm(total=len(mine), unit="img", disable=args.quiet or None, file=sys.stderr, desc=f"{tag}upscaling")
+    bar = tqdm(total=len(mine), unit="img", disable=args.quiet or None, file=sys.stderr,
+               desc=f"{tally.tag}upscaling")
+    say = functools.partial(tqdm.write, file=sys.stderr)  # above the progress bar
     batch: list = []
 
     def flush():
-        nonlocal done
         if not batch:
             return
         try:
             results = upscaler.upscale_prepared([b[2] for b in batch])
         except Exception as exc:  # noqa: BLE001 - report and keep going with the next batch
-            for item, _, _ in batch:
-                failed.append(f"{item.path}: {exc}")
-            bar.update(len(batch))
-            batch.clear()
-            return
+            tally.failed += [f"{item.path}: {exc}" for item, _, _ in batch]
+            results = []
         for (item, out, _), res in zip(batch, results):
             try:
-                save_image(out, res.rgb, res.alpha, bit_depth=res.bit_depth, grayscale=res.grayscale,
-                           overwrite=args.overwrite, icc_profile=res.icc_profile, exif=res.exif)
-                done += 1
+                _save_like(out, res.rgb, res.alpha, res, args.overwrite)
+                tally.done += 1
             except GleanError as exc:
-                failed.append(str(exc))
+                tally.failed.append(str(exc))
         bar.update(len(batch))
         batch.clear()
 
@@ -119,38 +146,32 @@ def run(args: argparse.Namespace) -> int:
         try:
             image = load_image(item.path)
             out = target(item, image)
-            if out.exists() and not args.overwrite:
-                skipped += 1
+            if tally.exists(item.path, out, say):
                 bar.update(1)
-                tqdm.write(f"{tag}skip {item.path}: {out} exists (use --overwrite)", file=sys.stderr)
                 continue
             prepared = upscaler.prepare(image, name=str(item.path))
         except GleanError as exc:
-            failed.append(str(exc))
+            tally.failed.append(str(exc))
             bar.update(1)
             continue
         for note in prepared.notes:
             kind = note.split(" ", 1)[0]
             if kind not in told:  # say each kind of adjustment once, not per image
                 told.add(kind)
-                tqdm.write(f"{tag}note: {item.path.name}: {note} (the model takes {upscaler.in_size}x{upscaler.in_size}; "
-                           "further inputs are treated the same way)", file=sys.stderr)
+                say(f"{tally.tag}note: {item.path.name}: {note} (the model takes {upscaler.in_size}x{upscaler.in_size}; "
+                    "further inputs are treated the same way)")
         batch.append((item, out, prepared))
         if len(batch) >= args.batch_size:
             flush()
     flush()
     bar.close()
     elapsed = time.perf_counter() - start
-    for msg in failed:
-        print(f"{tag}failed: {msg}", file=sys.stderr)
-    rate = done / elapsed if elapsed > 0 else 0.0
-    print(f"{tag}{done} written, {skipped} skipped (exist), {len(failed)} failed, "
-          f"{elapsed:.1f} s ({rate:.2f} images/s) on {upscaler.device} {args.precision}"
-          + (f"; outputs in {Path(args.output)}" if args.output else ""), file=sys.stderr)
-    return 1 if failed else 0
+    rate = tally.done / elapsed if elapsed > 0 else 0.0
+    return tally.summary(f"{elapsed:.1f} s ({rate:.2f} images/s) on {upscaler.device} {args.precision}"
+                         + (f"; outputs in {Path(args.output)}" if args.output else ""))
 
 
-def _run_faces(args, upscaler, items, target, tag: str, scale: int) -> int:
+def _run_faces(args, upscaler, items, target, tally: _Tally, scale: int) -> int:
     """Whole photos: faces through the model, the rest bicubic; one photo at a time."""
     from ..data.imresize import imresize
     from ..errors import GleanError
@@ -161,36 +182,28 @@ def _run_faces(args, upscaler, items, target, tag: str, scale: int) -> int:
         raise GleanError("--scale must be at least 1")
     enhancer = upscaler.face_enhancer(only=args.only, min_face=args.min_face, landmarks=args.face_landmarks,
                                       keep_crops=bool(args.save_crops))
-    print(f"{tag}note: {enhancer.licence_note}", file=sys.stderr)
-    done = skipped = 0
-    failed: list[str] = []
+    say = functools.partial(print, file=sys.stderr)
+    say(f"{tally.tag}note: {enhancer.licence_note}")
     for item in items:
         try:
             image = load_image(item.path)
             out = target(item, image)
-            if out.exists() and not args.overwrite:
-                skipped += 1
-                print(f"{tag}skip {item.path}: {out} exists (use --overwrite)", file=sys.stderr)
+            if tally.exists(item.path, out, say):
                 continue
             result = enhancer.enhance(image.rgb, scale)
             alpha = None
             if image.alpha is not None:
                 h, w = image.alpha.shape
                 alpha = imresize(image.alpha, output_shape=(h * scale, w * scale)).clip(0, 1)
-            save_image(out, result.image, alpha, bit_depth=image.bit_depth, grayscale=image.grayscale,
-                       overwrite=args.overwrite, icc_profile=image.icc_profile, exif=image.exif)
+            _save_like(out, result.image, alpha, image, args.overwrite)
             if args.draw_boxes:
                 save_image(out.with_name(out.stem + "_faces.png"), draw_faces(image.rgb, result.faces),
                            overwrite=args.overwrite)
             if args.save_crops:
                 save_face_crops(result, args.save_crops, item.path.stem, overwrite=args.overwrite)
             for msg in result.messages:
-                print(f"{tag}{item.path.name}: {msg}", file=sys.stderr)
-            done += 1
+                say(f"{tally.tag}{item.path.name}: {msg}")
+            tally.done += 1
         except GleanError as exc:
-            failed.append(str(exc))
-    for msg in failed:
-        print(f"{tag}failed: {msg}", file=sys.stderr)
-    print(f"{tag}{done} written, {skipped} skipped (exist), {len(failed)} failed (x{scale}, faces by "
-          f"{upscaler.in_size}->{upscaler.out_size} model)", file=sys.stderr)
-    return 1 if failed else 0
+            tally.failed.append(str(exc))
+    return tally.summary(f"x{scale}, faces by {upscaler.in_size}->{upscaler.out_size} model")

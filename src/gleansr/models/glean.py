@@ -8,6 +8,10 @@ Data flow (MMEditing ``GLEANStyleGANv2``):
 - decoder: from ``in_size`` up to ``out_size``, concatenating ``[hr, bank_feature]``.
 The bank's RGB branch (``to_rgb*``, ``fusion_skip*``) never reaches the output; it is
 kept for checkpoint compatibility and computed only by ``impl="ref"``.
+
+``latent_bank=False`` (a gleansr extension) is the paper's ablation, the same encoder-decoder
+without the bank: the decoder sees zeros where the bank features were, so only the RRDB trunk
+and the decoder compute and train; the state dict keeps every key.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class GLEANConfig:
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
     lr_mlp: float = 0.01
     channel_max: int = 512
+    latent_bank: bool = True
 
     @property
     def scale(self) -> int:
@@ -81,7 +86,8 @@ class GLEANStyleGANv2(nn.Module):
 
     ``forward(x)``: x (N, img_channels, in_size, in_size), RGB in [-1, 1] ->
     (N, img_channels, out_size, out_size), raw (not clamped), as upstream.
-    ``channel_max`` is a gleansr extension for small models (512 = upstream).
+    ``channel_max`` is a gleansr extension for small models (512 = upstream); so is
+    ``latent_bank`` (False: the encoder-decoder ablation, see the module docstring).
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class GLEANStyleGANv2(nn.Module):
         blur_kernel=(1, 3, 3, 1),
         lr_mlp: float = 0.01,
         channel_max: int = 512,
+        latent_bank: bool = True,
     ):
         super().__init__()
         if in_size < 4 or 2 ** int(math.log2(in_size)) != in_size:
@@ -104,7 +111,8 @@ class GLEANStyleGANv2(nn.Module):
         if in_size >= out_size:
             raise ValueError(f"in_size must be smaller than out_size, got {in_size} and {out_size}")
         self.config = GLEANConfig(in_size, out_size, img_channels, rrdb_channels, num_rrdbs, style_channels,
-                                  num_mlps, channel_multiplier, tuple(blur_kernel), lr_mlp, channel_max)
+                                  num_mlps, channel_multiplier, tuple(blur_kernel), lr_mlp, channel_max,
+                                  bool(latent_bank))
         self.generator = StyleGAN2Generator(out_size, style_channels, num_mlps, channel_multiplier,
                                             blur_kernel, lr_mlp, channel_max)
         self.generator.requires_grad_(False)
@@ -141,6 +149,9 @@ class GLEANStyleGANv2(nn.Module):
                 self.decoder.append(PixelShufflePack(c_in, ch[res * 2]))
             else:
                 self.decoder.append(nn.Sequential(nn.Conv2d(c_in, 64, 3, 1, 1), _lrelu(), nn.Conv2d(64, img_channels, 3, 1, 1)))
+        if not latent_bank:  # unused without the bank: frozen, so optimisers and DDP skip them
+            for unused in (self.encoder[1:], self.fusion_out, self.fusion_skip):
+                unused.requires_grad_(False)
         self.impl = "auto"
 
     def set_impl(self, impl: str) -> "GLEANStyleGANv2":
@@ -164,6 +175,11 @@ class GLEANStyleGANv2(nn.Module):
                 f"GLEAN expects input of shape (N, {self.config.img_channels}, {self.in_size}, {self.in_size}), "
                 f"got {tuple(x.shape)}"
             )
+        if not self.config.latent_bank:
+            hr = self.encoder[0](x)
+            for i, block in enumerate(self.decoder):
+                hr = block(torch.cat([hr, torch.zeros_like(hr)], dim=1) if i > 0 else hr)
+            return hr
         compute_rgb = self.impl == "ref"
         feats = []
         feat = x

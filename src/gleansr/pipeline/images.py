@@ -195,15 +195,34 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
         if path.is_file() and path.stat().st_size == 0:
             raise ImageError(f"cannot read image {path}: the file is empty")
         with Image.open(path) as im:
-            mode, fmt = im.mode, im.format
-            colour16 = _is_16bit_colour(im)  # before getexif(), which may decode a PNG
-            icc = im.info.get("icc_profile") or None
-            exif = im.getexif()
-            orientation = exif.pop(_ORIENTATION_TAG, 1)
-            exif_bytes = _exif_to_carry(im, exif)
-            pixels, bit_depth = (None, 16) if colour16 else _decode(im)
-        if pixels is None:
-            pixels = _decode_16bit_colour(path).astype(np.float32) / 65535
+            return _read(im, path)
+
+
+def image_from_pil(im: Image.Image, name: str = "PIL image") -> LoadedImage:
+    """A PIL image as a LoadedImage, decoded as :func:`load_image` decodes files.
+
+    The caller's image is left as it is. 16-bit colour survives only while the image is still
+    backed by its file (Pillow keeps 8 bits per colour sample in memory).
+    """
+    source = getattr(im, "filename", "") or None
+    with _reading(Path(source or name)):
+        return _read(im, Path(source) if source else None, copy_exif=True)
+
+
+def _read(im: Image.Image, path: Path | None, copy_exif: bool = False) -> LoadedImage:
+    """Decode an opened image (``path``: its file, for 16-bit colour) with its orientation applied."""
+    mode, fmt = im.mode, im.format
+    colour16 = path is not None and _is_16bit_colour(im)  # before getexif(), which may decode a PNG
+    icc = im.info.get("icc_profile") or None
+    exif = im.getexif()
+    if copy_exif:  # the caller's image keeps its EXIF (reading the orientation pops it)
+        exif = _copy_exif(exif)
+    orientation = exif.pop(_ORIENTATION_TAG, 1)
+    exif_bytes = _exif_to_carry(im, exif)
+    if colour16:
+        pixels, bit_depth = _decode_16bit_colour(path).astype(np.float32) / 65535, 16
+    else:
+        pixels, bit_depth = _decode(im)
     pixels = np.ascontiguousarray(_orient(pixels, orientation))
     channels = pixels.shape[2]
     has_alpha = channels in (2, 4)
@@ -218,6 +237,15 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
         icc_profile=icc,
         exif=exif_bytes,
     )
+
+
+def _copy_exif(exif: Image.Exif) -> Image.Exif:
+    copy = Image.Exif()
+    try:
+        copy.load(exif.tobytes())
+    except (ValueError, TypeError, struct.error):  # odd tag types: carrying EXIF is optional
+        pass
+    return copy
 
 
 def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:

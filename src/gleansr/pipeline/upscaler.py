@@ -185,14 +185,9 @@ def to_loaded(image) -> LoadedImage:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        import io
+        from .images import image_from_pil
 
-        from .images import load_image
-
-        buf = io.BytesIO()
-        mode_ok = image.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "CMYK")
-        (image if mode_ok else image.convert("RGBA")).save(buf, format="PNG" if image.mode != "CMYK" else "TIFF")
-        return _decode_buffer(buf.getvalue(), load_image)
+        return image_from_pil(image)
     a = np.asarray(image)
     if a.dtype == np.uint8:
         f, depth = a.astype(np.float32) / 255, 8
@@ -212,15 +207,6 @@ def to_loaded(image) -> LoadedImage:
     return LoadedImage(rgb=np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else np.ascontiguousarray(colour),
                        alpha=f[..., -1].copy() if has_alpha else None, bit_depth=depth, grayscale=c <= 2,
                        mode=f"array{c}", format=None)
-
-
-def _decode_buffer(data: bytes, load_image) -> LoadedImage:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "image.png"
-        p.write_bytes(data)
-        return load_image(p)
 
 
 def from_loaded(result: LoadedImage, like):

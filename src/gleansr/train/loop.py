@@ -220,19 +220,28 @@ def _restore(nets: _Nets, path: Path, state: dict[str, Any], info: DistInfo) -> 
 
 
 def _train_step(nets: _Nets, config: TrainConfig, lr_img: torch.Tensor, hr: torch.Tensor) -> list[torch.Tensor]:
-    """One generator step then one discriminator step; returns the five detached losses."""
+    """One generator step then one discriminator step; returns the five detached losses.
+
+    With ``gan_weight == 0`` the discriminator cannot influence the generator, so it is neither
+    called nor trained (its three losses read 0); that saves about a third of a pixel-loss step.
+    """
     dev = lr_img.device
+    adversarial = config.gan_weight != 0
     # generator step; D is frozen and called unwrapped (its DDP wrapper must not expect gradients)
     nets.discriminator.requires_grad_(False)
     with autocast(config.precision, dev):
         sr = nets.g_train(lr_img)
         loss_pix = pixel_loss(sr, hr, config.pixel_weight)
-        loss_perceptual = nets.perceptual(sr, hr) if nets.perceptual is not None else loss_pix.new_zeros(())
-        loss_gan = gan_loss(nets.discriminator(sr), True, for_discriminator=False, generator_weight=config.gan_weight)
+        zero = loss_pix.new_zeros(())
+        loss_perceptual = nets.perceptual(sr, hr) if nets.perceptual is not None else zero
+        loss_gan = (gan_loss(nets.discriminator(sr), True, for_discriminator=False, generator_weight=config.gan_weight)
+                    if adversarial else zero)
     nets.opt_g.zero_grad(set_to_none=True)
     nets.scaler_g.scale(loss_pix + loss_perceptual + loss_gan).backward()
     nets.scaler_g.step(nets.opt_g)
     nets.scaler_g.update()
+    if not adversarial:
+        return [loss.detach().float() for loss in (loss_pix, loss_perceptual, zero, zero, zero)]
 
     # discriminator step: real, then fake (separate passes, as upstream); one gradient all-reduce
     nets.discriminator.requires_grad_(True)
