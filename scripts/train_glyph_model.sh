@@ -17,8 +17,8 @@
 # folders (ITERS may be raised), evaluation and export are redone.
 #
 # Settings (environment):
-#   PROFILE      cpu | gpu: iteration counts (default cpu: bank 4000, GLEAN runs 1500 each, 600
-#                test images, about 2 hours on 2 cores; gpu: bank 20000, GLEAN runs 8000, all)
+#   PROFILE      cpu | gpu: iteration counts (default cpu: bank 4000, GLEAN runs 1000 each, 600
+#                test images, about 1.5 hours on 2 idle cores; gpu: bank 20000, GLEAN runs 8000)
 #   WORK         run folder (default runs/glyphs)
 #   DEVICE       auto | cpu | cuda (default auto)
 #   BANK_ITERS   StyleGAN2 bank iterations          ITERS  iterations of each GLEAN-type run
@@ -79,11 +79,11 @@ GLEANSR=${GLEANSR:-"$PY -m gleansr.cli"}
 WORK=${WORK:-runs/glyphs}
 DEVICE=${DEVICE:-auto}
 PROFILE=${PROFILE:-cpu}
-# One iteration (batch 8) of the declared model costs 0.20 TFLOP for the bank and 0.33 TFLOP for
-# GLEAN (forward + backward, generator and discriminator); the project's 2-core machine, shared
-# and busy, did them in 4.4 s and 3.9 s at best, so the cpu profile takes about 2 hours.
+# On the project's 2-core machine (idle) one batch-8 iteration takes about 1.05 s for the bank
+# (fp32, lazy R1) and 0.5 s for GLEAN (bf16, pixel loss only, so no discriminator step): the cpu
+# profile's bank takes about 70 min and its three GLEAN-type runs about 20 min together.
 case "$PROFILE" in
-  cpu) BANK_ITERS=${BANK_ITERS:-4000}; ITERS=${ITERS:-1500}; EVAL_LIMIT=${EVAL_LIMIT:-600} ;;
+  cpu) BANK_ITERS=${BANK_ITERS:-4000}; ITERS=${ITERS:-1000}; EVAL_LIMIT=${EVAL_LIMIT:-600} ;;
   gpu) BANK_ITERS=${BANK_ITERS:-20000}; ITERS=${ITERS:-8000} ;;
   *) echo "PROFILE must be cpu or gpu, got $PROFILE" >&2; exit 2 ;;
 esac

@@ -144,17 +144,23 @@ def test_installed_bundled_weights_beat_bicubic(model):
     assert model.psnr is not None and model.bicubic_psnr is not None and model.psnr > model.bicubic_psnr
 
 
+def _script(name: str):
+    """A module of the repository's scripts/ folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
     """scripts/eval_ablation.py on the samples with two tiny models: figures match a direct computation."""
-    import importlib.util
     import json
 
     from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 
-    script_path = Path(__file__).resolve().parents[1] / "scripts" / "eval_ablation.py"
-    spec = importlib.util.spec_from_file_location("eval_ablation", script_path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("eval_ablation")
     paths, nets = {}, {}
     for seed, name in enumerate(("glean", "ablation")):
         torch.manual_seed(seed)
@@ -182,3 +188,18 @@ def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
     assert paired["ci95"][0] <= paired["psnr_diff"] <= paired["ci95"][1]
     assert paired["better_share"] == pytest.approx(np.mean(diffs > 0))
     assert "| bicubic |" in (tmp_path / "r.md").read_text()
+
+
+def test_readme_figure_has_a_labelled_row_per_sample(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = GLEANStyleGANv2(**TINY_16_128.to_dict()).eval()
+    weights = save_safetensors(net, tmp_path / "tiny.safetensors", config=TINY_16_128.to_dict())
+    out = tmp_path / "figure.png"
+    assert _script("glyph_figure").main(["--model", f"a={weights}", "--model", f"b={weights}",
+                                         "--samples", "2", "-o", str(out)]) == 0
+    figure = _uint8(out)
+    hr_path = sample_pairs(zoo_local.SAMPLES)[1][2]
+    row = figure.shape[0] // 2
+    assert figure.shape[0] == 2 * row and figure.shape[1] > 5 * 128  # LR | bicubic | a | b | original
+    assert (figure[-128:, -128:] == _uint8(hr_path)).all()  # the second row ends with its original
+    assert "wrote" in capsys.readouterr().out

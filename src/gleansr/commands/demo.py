@@ -59,13 +59,14 @@ def _uint8(path: Path) -> np.ndarray:
     return np.rint(load_image(path).rgb * 255).astype(np.uint8)
 
 
-def comparison(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray, labels: list[str]) -> np.ndarray:
-    """Side by side, each under its label: LR nearest-upscaled | bicubic | SR | original (uint8 RGB)."""
+def comparison(lr: np.ndarray, upscaled: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Side by side, each under its label: the LR nearest-upscaled, then ``upscaled`` (uint8 RGB,
+    e.g. bicubic | SR | original)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    size = hr.shape[0]
+    size = upscaled[0].shape[0]
     nearest = np.repeat(np.repeat(lr, size // lr.shape[0], axis=0), size // lr.shape[1], axis=1)
-    panels = [nearest, bicubic, sr, hr]
+    panels = [nearest, *upscaled]
     width = len(panels) * size + (len(panels) - 1) * _PANEL_GAP
     canvas = Image.new("RGB", (width, size + _LABEL_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                   "glean_psnr": psnr(sr, hr), "glean_ssim": ssim(sr, hr)}
         labels = ["LR x8 (nearest)", f"bicubic {scores['bicubic_psnr']:.2f} dB", f"GLEAN {scores['glean_psnr']:.2f} dB",
                   "original"]
-        for kind, image in zip(kinds, (sr, bicubic, comparison(lr, bicubic, sr, hr, labels))):
+        for kind, image in zip(kinds, (sr, bicubic, comparison(lr, [bicubic, sr, hr], labels))):
             save_image(out / f"{name}_{kind}.png", image.astype(np.float32) / 255, overwrite=args.overwrite)
         rows.append((name, scores))
 

@@ -182,7 +182,7 @@ def _build(config: TrainConfig, paths: RunPaths, info: DistInfo, fresh: bool) ->
             _load_bank(_resolve_file(None, *_preset_bank(config), info), generator, discriminator)
         else:
             _load_bank(Path(paths.bank), generator, discriminator)
-    elif fresh and info.is_main:
+    elif fresh and info.is_main and config.model.latent_bank:  # (the no-bank ablation has none to give)
         print("gleansr: warning: no --bank given: the latent bank and the discriminator start random", file=sys.stderr)
     generator.to(dev).train()
     discriminator.to(dev).train()
