@@ -37,7 +37,7 @@ def test_generator_and_discriminator_layout(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_preset_declaration_matches_manifest_and_runs(name):
     m, p = manifest(name), PRESETS[name]
-    assert p.config.to_dict() == {**m["generator_kwargs"], "channel_max": 512}
+    assert p.config.to_dict() == {**m["generator_kwargs"], "channel_max": 512, "latent_bank": True}  # extensions at upstream values
     assert p.url == m["release_checkpoint"]
     assert p.bank_url == m["stylegan2_init_checkpoint"]
     assert p.psnr == m["reported_psnr_rgb"]
