@@ -320,10 +320,7 @@ class FastGLEAN(nn.Module):
         n = x.shape[0]
         feats = [self.trunk_out(self.trunk(x))]
         if not self.latent_bank:  # the encoder-decoder ablation: zeros stand in for the bank
-            hr = feats[0]
-            for i, block in enumerate(self.decoder):
-                hr = block(torch.cat([hr, torch.zeros_like(hr)], 1) if i > 0 else hr)
-            return hr.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
+            return self._decode(feats[0], None)
         for block in self.encoder:
             feats.append(block(feats[-1]))
         latent = feats[-1].view(n, -1, self.style_channels)
@@ -340,13 +337,14 @@ class FastGLEAN(nn.Module):
             if out.shape[2] > self.in_size:
                 bank_feats.append(out)
 
-        hr = enc[-1]
+        return self._decode(enc[-1], bank_feats)
+
+    def _decode(self, hr: torch.Tensor, bank_feats: list[torch.Tensor] | None) -> torch.Tensor:
         for i, block in enumerate(self.decoder):
             if i > 0:
-                hr = torch.cat([hr, bank_feats[i - 1]], 1)
+                hr = torch.cat([hr, torch.zeros_like(hr) if bank_feats is None else bank_feats[i - 1]], 1)
             hr = block(hr)
-        out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-        return hr.to(out_dtype).contiguous()
+        return hr.to(self.target.style_dtype).contiguous()  # float32 (float64 for a float64 snapshot)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.img_channels or x.shape[-2:] != (self.in_size, self.in_size):

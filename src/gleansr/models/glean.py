@@ -176,10 +176,7 @@ class GLEANStyleGANv2(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         if not self.config.latent_bank:
-            hr = self.encoder[0](x)
-            for i, block in enumerate(self.decoder):
-                hr = block(torch.cat([hr, torch.zeros_like(hr)], dim=1) if i > 0 else hr)
-            return hr
+            return self._decode(self.encoder[0](x), None)
         compute_rgb = self.impl == "ref"
         feats = []
         feat = x
@@ -210,9 +207,12 @@ class GLEANStyleGANv2(nn.Module):
                 bank_feats.append(out)
             idx += 2
 
-        hr = enc[-1]
+        return self._decode(enc[-1], bank_feats)
+
+    def _decode(self, hr: torch.Tensor, bank_feats: list[torch.Tensor] | None) -> torch.Tensor:
+        """From ``in_size`` up, concatenating each bank feature (zeros for the no-bank ablation)."""
         for i, block in enumerate(self.decoder):
             if i > 0:
-                hr = torch.cat([hr, bank_feats[i - 1]], dim=1)
+                hr = torch.cat([hr, torch.zeros_like(hr) if bank_feats is None else bank_feats[i - 1]], dim=1)
             hr = block(hr)
         return hr
