@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gleansr.atomic import atomic_write_bytes
-from gleansr.checkpoints import load_glean
+from gleansr.loading import load_glean
 from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.data.datasets import list_images, read_rgb
 from gleansr.data.imresize import imresize

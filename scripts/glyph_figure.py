@@ -18,12 +18,12 @@ import numpy as np
 from PIL import Image
 
 from gleansr.atomic import atomic_write_bytes
-from gleansr.checkpoints import load_glean
+from gleansr.loading import load_glean
 from gleansr.commands.demo import _uint8, comparison, sample_pairs
 from gleansr.data.imresize import imresize
 from gleansr.metrics import psnr
 from gleansr.pipeline.upscaler import Upscaler
-from gleansr.zoo_local import SAMPLES
+from gleansr.zoo import SAMPLES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ step() { printf '\n== %s  (%s)\n' "$1" "$(date '+%F %T')"; }
 finished() { if [ "${UNTIL:-}" = "$1" ]; then echo "stopping after step $1 (UNTIL=$1)"; exit 0; fi; }
 
 # The architecture comes from the model's declaration, so recipe and package cannot drift apart.
-read -r CH_MAX CH_MULT STYLE MLPS < <("$PY" -c "from gleansr.zoo_local import GLYPHS_8X_CONFIG as c
+read -r CH_MAX CH_MULT STYLE MLPS < <("$PY" -c "from gleansr.zoo import GLYPHS_8X_CONFIG as c
 print(c.channel_max, c.channel_multiplier, c.style_channels, c.num_mlps)")
 
 step "fonts"
@@ -152,7 +152,7 @@ finished bank
 # One training config for the three runs; they differ only in the bank (trained, none, random).
 "$PY" - "$WORK/glean_glyphs_8x.json" "$BATCH" "$LR" "$GAN_WEIGHT" "$WORKERS" "$ITERS" "$SAVE_EVERY" "$PRECISION" <<'EOF'
 import json, sys
-from gleansr.zoo_local import GLYPHS_8X_CONFIG
+from gleansr.zoo import GLYPHS_8X_CONFIG
 path, batch, lr, gan, workers, iters, save, precision = sys.argv[1:]
 config = {"model": GLYPHS_8X_CONFIG.to_dict(), "batch_size": int(batch), "lr_g": float(lr), "lr_d": float(lr),
           "perceptual_weight": 0.0, "gan_weight": float(gan), "num_workers": int(workers), "max_iters": int(iters),
@@ -178,7 +178,7 @@ finished control
 step "export: generators as safetensors with their config"
 "$PY" - "$WORK" <<'EOF'
 import sys
-from gleansr.train.state import export_release
+from gleansr.loading import export_release
 work = sys.argv[1]
 for run in ("glean", "ablation", "random_bank"):
     print(export_release(f"{work}/{run}", f"{work}/{run}.safetensors", "safetensors", overwrite=True))

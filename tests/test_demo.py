@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from gleansr import zoo_local
-from gleansr.checkpoints import save_safetensors
+from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.commands.demo import sample_pairs
 from gleansr.data.imresize import imresize

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from gleansr.checkpoints import save_safetensors
+from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.data.imresize import imresize

@@ -163,5 +163,6 @@ def resolve_weights(
     if cached.is_file():
         return cached
     if not download_ok:
-        raise GleanError(f"{filename} is not in the weights cache; " + _offline_hint(url, cached.absolute()))
+        raise GleanError(f"{filename} is not in the weights cache; pass --download (download=True) to fetch it, or, "
+                         + _offline_hint(url, cached.absolute()))
     return download(url, cached, sha256_prefix)

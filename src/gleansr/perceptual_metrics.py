@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_state_dict_strict, read_checkpoint
 from .errors import GleanError
-from .models.alexnet import AlexNetFeatures, load_alexnet_weights
-from .models.vgg import VGG16Features, collect_outputs, load_vgg16_weights
+from .loading.backbones import load_alexnet_weights, load_lpips_lin_weights, load_vgg16_weights
+from .models.alexnet import AlexNetFeatures
+from .models.vgg import VGG16Features, collect_outputs
 
 # Per backbone: the trunk's ReLU indices LPIPS compares, and their channel counts.
 LPIPS_TAPS = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
@@ -80,7 +80,7 @@ class LPIPS(nn.Module):
             self.backbone = VGG16Features(last_layer=self.taps[-1])
             load_vgg16_weights(self.backbone, backbone_weights)
         self.lins = _LinLayers(LPIPS_CHANNELS[net])
-        load_state_dict_strict(self.lins, read_checkpoint(lin_weights)[0], f"{lin_weights} (LPIPS-{net} lin layers)")
+        load_lpips_lin_weights(self.lins, lin_weights, net)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)

@@ -8,11 +8,11 @@ from PIL import Image, ImageDraw
 
 from gleansr import GLEANStyleGANv2, StyleGAN2Discriminator, load_checkpoint
 from gleansr.bank import init_glean_from_bank, load_bank_generator
-from gleansr.checkpoints import load_state_dict_strict
+from gleansr.loading import load_state_dict_strict
 from gleansr.cli import main
-from gleansr.convert import load_bank
+from gleansr.loading import load_bank
 from gleansr.errors import CheckpointError
-from gleansr.train.state import read_training_checkpoint
+from gleansr.loading import read_training_checkpoint
 
 TINY = ["--size", "32", "--channel-max", "16", "--style-channels", "16", "--num-mlps", "2", "--batch", "4",
         "--r1-every", "2", "--pl-every", "2", "--save-every", "2", "--sample-every", "2", "--log-every", "1",

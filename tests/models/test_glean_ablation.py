@@ -1,7 +1,7 @@
 """``latent_bank=False``: the encoder-decoder ablation computes without the bank and round-trips."""
 import torch
 
-from gleansr.checkpoints import load_glean, save_safetensors
+from gleansr.loading import load_glean, save_safetensors
 from gleansr.models import GLEANStyleGANv2
 from gleansr.models.glean import GLEANConfig
 

@@ -1,13 +1,14 @@
-"""State-dict keys, shapes and order against the upstream manifests, for all four presets."""
+"""State-dict keys, shapes and order against the upstream manifests, for the four MMEditing releases."""
 import json
 
 import pytest
 import torch
 
 from conftest import MANIFEST_DIR
-from gleansr import PRESETS, GLEANStyleGANv2, StyleGAN2Discriminator, create_model
+from gleansr import GLEANStyleGANv2, StyleGAN2Discriminator, create_model
+from gleansr.zoo import ZOO
 
-NAMES = sorted(PRESETS)
+NAMES = sorted(n for n, e in ZOO.items() if not e.weights.bundled)
 
 
 def manifest(name):
@@ -36,13 +37,14 @@ def test_generator_and_discriminator_layout(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_preset_declaration_matches_manifest_and_runs(name):
-    m, p = manifest(name), PRESETS[name]
+    m, p = manifest(name), ZOO[name]
     assert p.config.to_dict() == {**m["generator_kwargs"], "channel_max": 512, "latent_bank": True}  # extensions at upstream values
-    assert p.url == m["release_checkpoint"]
-    assert p.bank_url == m["stylegan2_init_checkpoint"]
+    assert p.weights.url == m["release_checkpoint"]
+    assert p.recipe.bank.url == m["stylegan2_init_checkpoint"]
     assert p.psnr == m["reported_psnr_rgb"]
     assert p.scale == m["scale"]
-    assert p.sha256_prefix == p.url.rsplit("-", 1)[1][:8]
+    assert p.weights.sha256_prefix == p.weights.url.rsplit("-", 1)[1][:8]
+    assert p.recipe.bank.sha256_prefix == p.recipe.bank.url.rsplit("-", 1)[1][:8]
     # a forward pass on the meta device checks every declared size without any compute
     with torch.device("meta"):
         model = create_model(name)

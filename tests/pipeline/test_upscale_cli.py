@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from gleansr.checkpoints import save_safetensors
+from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.pipeline.images import load_image
 

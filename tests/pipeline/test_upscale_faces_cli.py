@@ -8,7 +8,7 @@ from skimage import data
 pytest.importorskip("dlib")
 
 from gleansr import GLEANStyleGANv2  # noqa: E402
-from gleansr.checkpoints import save_safetensors  # noqa: E402
+from gleansr.loading import save_safetensors  # noqa: E402
 from gleansr.cli import main  # noqa: E402
 from gleansr.pipeline.faces import bicubic_upscale  # noqa: E402
 from gleansr.pipeline.images import load_image  # noqa: E402

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gleansr.errors import GleanError
-from gleansr.presets import PRESETS
+from gleansr.zoo import ZOO
 from gleansr.train.config import (TrainConfig, config_from_dict, cosine_restart_lr, load_config, preset_config,
                                   resume_conflict, with_overrides)
 
@@ -19,7 +19,7 @@ def test_preset_recipes_match_the_released_configs():
     for name, batch in expected_batch.items():
         config = preset_config(name)
         in128 = name.startswith("glean_in128")
-        assert config.model == PRESETS[name].config
+        assert config.model == ZOO[name].config
         assert config.batch_size == batch
         assert config.perceptual_input_range == ("[0,1]" if in128 else "[-1,1]")
         assert config.degrade is in128
@@ -29,7 +29,7 @@ def test_preset_recipes_match_the_released_configs():
 
 
 def test_cosine_restart_follows_mmcv():
-    config = TrainConfig(model=PRESETS["glean_cat_8x"].config, max_iters=300, lr_periods=(100, 200),
+    config = TrainConfig(model=ZOO["glean_cat_8x"].config, max_iters=300, lr_periods=(100, 200),
                          lr_restart_weights=(1.0, 0.5), lr_min=1e-7)
     base, low = 1e-4, 1e-7
 
@@ -82,7 +82,7 @@ def test_json_and_toml_files(tmp_path):
 
     (tmp_path / "cat.toml").write_text('preset = "glean_cat_16x"\nmax_iters = 1000\n[model]\nnum_rrdbs = 4\n')
     config = load_config(tmp_path / "cat.toml", ["save_every=10"])
-    assert config.model == dataclasses.replace(PRESETS["glean_cat_16x"].config, num_rrdbs=4)
+    assert config.model == dataclasses.replace(ZOO["glean_cat_16x"].config, num_rrdbs=4)
     assert (config.max_iters, config.save_every, config.batch_size) == (1000, 10, 8)
 
 
@@ -99,7 +99,7 @@ def test_file_errors_name_the_file(tmp_path):
     (tmp_path / "d.json").write_text('{"preset": "glean_cat_8x", "batch_size": "8"}')
     with pytest.raises(GleanError, match="expected int, got '8'"):  # files are typed: no string coercion
         load_config(tmp_path / "d.json")
-    with pytest.raises(GleanError, match="neither a preset"):
+    with pytest.raises(GleanError, match="neither a zoo model .*did you mean 'glean_cat_8x'"):
         load_config("glean_cat_9x")
 
 

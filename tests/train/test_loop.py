@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gleansr.checkpoints import load_checkpoint, load_glean
+from gleansr.loading import load_checkpoint, load_glean
 from gleansr.cli import main
 from gleansr.commands import export as export_command
 from gleansr.data.imresize import imresize
@@ -20,7 +20,8 @@ from gleansr.errors import GleanError
 from gleansr.models import GLEANStyleGANv2
 from gleansr.train import loop
 from gleansr.train.config import load_config
-from gleansr.train.state import build_discriminator, export_release, read_training_checkpoint
+from gleansr.loading import export_release, read_training_checkpoint
+from gleansr.train.state import build_discriminator
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import TINY_MODEL, cli_args, read_metrics, setup_run
 

@@ -40,11 +40,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from .. import __version__
-from ..atomic import atomic_path, atomic_write_bytes
-from ..checkpoints import load_state_dict_strict
-from ..convert import BankWeights, export_bank
-from ..convert.mmgen import BANK_META_KEY
+from ..atomic import atomic_write_bytes
+from ..loading import export_bank_run, load_state_dict_strict
 from ..data.convert import uint8_to_tensor
 from ..data.datasets import list_images, read_rgb
 from ..errors import GleanError
@@ -235,19 +232,8 @@ def ema_beta(config: BankConfig, world_size: int) -> float:
 def export_run_bank(out: Path, config: BankConfig, iteration: int, generator: nn.Module, generator_ema: nn.Module,
                     discriminator: nn.Module) -> Path:
     """Write ``bank.pth`` (MMGeneration layout) and ``bank.safetensors`` (+ discriminator)."""
-    state = {**{f"generator.{k}": v for k, v in generator.state_dict().items()},
-             **{f"generator_ema.{k}": v for k, v in generator_ema.state_dict().items()},
-             **{f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}}
-    meta = {BANK_META_KEY: {"generator": config.generator_kwargs(), "discriminator": config.discriminator_kwargs()},
-            "iter": iteration, "gleansr_version": __version__, "time": time.strftime("%Y%m%d_%H%M%S")}
-    path = out / "bank.pth"
-    with atomic_path(path, overwrite=True) as temporary:
-        torch.save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in state.items()}}, temporary,
-                   _use_new_zipfile_serialization=False)
-    weights = BankWeights(generator_ema.state_dict(), config.generator_kwargs(), discriminator.state_dict(),
-                          config.discriminator_kwargs())
-    export_bank(weights, out / "bank.safetensors", overwrite=True)
-    return path
+    return export_bank_run(out, iteration, generator, generator_ema, discriminator, config.generator_kwargs(),
+                           config.discriminator_kwargs())
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..convert import FORMATS
+from ..loading import FORMATS
 from ..errors import GleanError
 
 NAME = "bank"

@@ -40,17 +40,13 @@ def sample_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def _model(args: argparse.Namespace):
-    from ..checkpoints import load_glean
-    from ..errors import GleanError
-    from ..zoo_local import default_bundled_model, load_bundled
+    from ..loading import load_glean
+    from ..zoo import default_model_name, load_model
 
     if args.weights:
         return load_glean(args.weights), str(args.weights)
-    name = args.model or default_bundled_model()
-    if name is None:
-        raise GleanError("no bundled model is installed in this copy of gleansr; pass --weights PATH "
-                         "(the bundled weights are built by scripts/train_glyph_model.sh)")
-    return load_bundled(name), name
+    name = args.model or default_model_name()
+    return load_model(name), name
 
 
 def _uint8(path: Path) -> np.ndarray:
@@ -87,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import psnr, ssim
     from ..pipeline.images import save_image
     from ..pipeline.upscaler import Upscaler
-    from ..zoo_local import SAMPLES
+    from ..zoo import SAMPLES
 
     model, source = _model(args)
     up = Upscaler(model, device=args.device)

@@ -2,8 +2,8 @@
 
 ``--format mmedit`` (default unless OUT ends in ``.safetensors``) writes MMEditing's release
 layout (``meta`` + ``state_dict`` with ``generator.*`` / ``discriminator.*``, legacy
-``torch.save``), loadable by MMEditing and by ``gleansr`` (``load_checkpoint``, ``load_glean``,
-``--weights``). ``--format safetensors`` writes the generator with its config in the metadata.
+``torch.save``), loadable by MMEditing and by ``gleansr`` (``load_glean``, ``--weights``,
+``train --init``). ``--format safetensors`` writes the generator with its config in the metadata.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.state import export_release
+    from ..loading import export_release
 
     path = export_release(args.checkpoint, args.out, args.format, overwrite=args.overwrite)
     print(path)

@@ -1,37 +1,39 @@
-"""``gleansr models``: the model zoo, with what is on this machine."""
+"""``gleansr models``: the model zoo, with each model's domain and sizes and whether its weights are here."""
 from __future__ import annotations
 
 import argparse
 
 NAME = "models"
-HELP = "list the available models and whether their weights are present"
+HELP = "list the models: what each restores (domain, input size) and whether its weights are present"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", action="store_true", help="also print where each weights file is expected")
 
 
+def _status(entry) -> str:
+    from ..zoo import is_present
+
+    if entry.weights.bundled:
+        return "bundled" if is_present(entry) else "not built (scripts/train_glyph_model.sh)"
+    return "present" if is_present(entry) else "not downloaded (--download)"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..hub import cache_dir
-    from ..presets import PRESETS
-    from ..zoo_local import bundled_models
+    from ..zoo import ASSETS, ZOO
 
-    rows = [("name", "factor", "in -> out", "PSNR", "test set", "weights")]
-    for p in PRESETS.values():
-        present = (cache_dir() / p.filename).is_file()
-        rows.append((p.name, f"x{p.scale}", f"{p.config.in_size} -> {p.config.out_size}", f"{p.psnr:.2f}",
-                     p.test_set, "present" if present else "not downloaded"))
-    for m in bundled_models():
-        rows.append((m.name, f"x{m.scale}", f"{m.config.in_size} -> {m.config.out_size}",
-                     "-" if m.psnr is None else f"{m.psnr:.2f}", m.test_set,
-                     "bundled" if m.is_present() else "not built (scripts/train_glyph_model.sh)"))
+    rows = [("name", "domain", "input", "factor", "in -> out", "PSNR", "weights")]
+    for e in ZOO.values():
+        rows.append((e.name, e.domain, e.input_kind, f"x{e.scale}", f"{e.in_size} -> {e.out_size}",
+                     "-" if e.psnr is None else f"{e.psnr:.2f}", _status(e)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print(f"\nweights cache: {cache_dir()}  (set GLEANSR_HOME to move it)")
     if args.paths:
-        for p in PRESETS.values():
-            print(f"{p.name}: {cache_dir() / p.filename}  <- {p.url}")
-        for m in bundled_models():
-            print(f"{m.name}: {m.path}  (bundled)")
+        for e in ZOO.values():
+            where = f"{ASSETS / e.weights.filename}  (bundled)" if e.weights.bundled else (
+                f"{cache_dir() / e.weights.filename}  <- {e.weights.url}")
+            print(f"{e.name}: {where}")
     return 0

@@ -44,7 +44,7 @@ def _default_model(args) -> str:
         return args.weights
     if args.model:
         return args.model
-    from ..presets import default_model_name
+    from ..zoo import default_model_name
 
     return default_model_name()
 

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoints import load_glean
+    from ..loading import load_glean
     from ..errors import GleanError
 
     fixture = args.fixture or _default_fixture()

@@ -7,13 +7,10 @@ rebuilt with the same indices, so ``alexnet-owt-7be5be79.pth`` (``features.N.*``
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch import nn
-
-from ..checkpoints import check_state_dict, read_checkpoint
 
 ALEXNET_NUM_LAYERS = 13
 
@@ -44,16 +41,3 @@ class AlexNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-
-def load_alexnet_weights(module: AlexNetFeatures, path: str | Path) -> None:
-    """Load a torchvision-layout AlexNet state dict into ``module`` (possibly truncated).
-
-    The file must hold the complete trunk (``features.0/3/6/8/10.*`` with exact shapes);
-    ``classifier.*`` keys are ignored, anything else is a CheckpointError naming the key.
-    """
-    state, _ = read_checkpoint(path)
-    trunk = {key: value for key, value in state.items() if not key.startswith("classifier.")}
-    with torch.device("meta"):  # the full trunk's keys and shapes, nothing allocated
-        check_state_dict(AlexNetFeatures(), trunk, f"{path} (AlexNet)")
-    module.load_state_dict({key: trunk[key] for key in module.state_dict()})

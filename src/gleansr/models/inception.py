@@ -9,13 +9,9 @@ the average pools inside the A, C and first E blocks exclude the zero padding
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..checkpoints import load_state_dict_strict, read_checkpoint
 
 FID_INPUT_SIZE = 299
 FID_FEATURE_DIM = 2048
@@ -187,18 +183,3 @@ class InceptionV3FID(nn.Module):
                       self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)
         return x.mean(dim=(2, 3))
-
-
-def load_fid_inception_weights(module: InceptionV3FID, path: str | Path) -> None:
-    """Load pytorch-fid's ``pt_inception-2015-12-05`` state dict into ``module``, strictly.
-
-    ``fc.*`` (the unused 1008-class classifier) is ignored; BatchNorm's ``num_batches_tracked``
-    may be absent (older files; unused in eval). Anything else missing, unexpected or
-    mis-shaped is a one-line CheckpointError naming the key.
-    """
-    state, _ = read_checkpoint(path)
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    for key, value in module.state_dict().items():
-        if key.endswith(".num_batches_tracked"):
-            state.setdefault(key, value)
-    load_state_dict_strict(module, state, f"{path} (FID Inception)")

@@ -8,13 +8,10 @@ directly. The perceptual loss uses layer 21 (conv4_3 before its ReLU, MMEditing'
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-
-from ..checkpoints import check_state_dict, read_checkpoint
 
 # torchvision's configuration "D": conv widths, "M" = 2x2 max-pool. Each conv is followed by a
 # ReLU, so the 13 convs, 13 ReLUs and 5 pools make the 31 layers features.0 ... features.30.
@@ -73,17 +70,3 @@ class VGG16Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-
-def load_vgg16_weights(module: VGG16Features, path: str | Path) -> None:
-    """Load a torchvision-layout VGG16 state dict into ``module`` (possibly truncated).
-
-    The file must hold the complete VGG16 trunk (every ``features.*`` key with its exact shape,
-    even past the truncation, so a wrong network is caught); ``classifier.*`` keys are ignored,
-    anything else is a one-line CheckpointError naming the key.
-    """
-    state, _ = read_checkpoint(path)
-    trunk = {key: value for key, value in state.items() if not key.startswith("classifier.")}
-    with torch.device("meta"):  # the full trunk's keys and shapes, nothing allocated
-        check_state_dict(VGG16Features(), trunk, f"{path} (VGG16)")
-    module.load_state_dict({key: trunk[key] for key in module.state_dict()})

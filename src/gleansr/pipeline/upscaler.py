@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -35,21 +34,12 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def resolve_model(model_or_preset: GLEANStyleGANv2 | str | os.PathLike, download: bool = False) -> GLEANStyleGANv2:
-    """A ready GLEAN from a module, a preset name (pretrained weights) or a checkpoint path."""
-    from ..checkpoints import load_glean
-    from ..presets import PRESETS, create_model
-    from ..zoo_local import BUNDLED, load_bundled
+    """A ready GLEAN from a module, a zoo name (its weights) or any file the loader reads."""
+    from ..zoo import load_model
 
     if isinstance(model_or_preset, GLEANStyleGANv2):
         return model_or_preset
-    name = str(model_or_preset)
-    if name in BUNDLED:
-        return load_bundled(name)
-    if name in PRESETS:
-        return create_model(name, weights="pretrained", download=download)
-    if Path(name).is_file():
-        return load_glean(name)
-    raise GleanError(f"{name!r} is neither a model name (see `gleansr models`) nor an existing weights file")
+    return load_model(model_or_preset, download=download)
 
 
 def _center_square(a: np.ndarray) -> np.ndarray:

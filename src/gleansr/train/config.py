@@ -25,16 +25,10 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import GleanError
 from ..models.glean import GLEANConfig
-from ..presets import PRESETS
-from .losses import PERCEPTUAL_VGG_INPUT_RANGE
+from ..zoo import ZOO, get_entry, unknown_model_message
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 VGG_INPUT_RANGES = ("[-1,1]", "[0,1]")
-
-# Released recipes: batch per GPU (2 GPUs x 8 / 2 x 4 / 4 x 2 upstream) and LR synthesis.
-PRESET_BATCH_SIZE = {"glean_cat_8x": 8, "glean_cat_16x": 8, "glean_ffhq_16x": 4,
-                     "glean_in128out1024_4x2_300k_ffhq_celebahq": 2}
-DEGRADED_PRESETS = frozenset({"glean_in128out1024_4x2_300k_ffhq_celebahq"})
 
 # Fields that may differ between a checkpoint and the command that resumes it: cadence and
 # machinery, plus max_iters to extend a run. Everything else would not be the same run.
@@ -96,8 +90,8 @@ class TrainConfig:
         if self.perceptual_input_range not in VGG_INPUT_RANGES:
             raise ValueError(f"perceptual_input_range must be one of {', '.join(VGG_INPUT_RANGES)}, "
                              f"got {self.perceptual_input_range!r}")
-        if self.preset and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if self.preset and self.preset not in ZOO:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(ZOO)}")
         if any(p < 1 for p in self.lr_periods):
             raise ValueError(f"lr_periods must be positive, got {self.lr_periods}")
         if self.lr_restart_weights and len(self.lr_restart_weights) != len(self.periods):
@@ -135,11 +129,14 @@ def cosine_restart_lr(iteration: int, base_lr: float, config: TrainConfig) -> fl
 
 
 def preset_config(name: str) -> TrainConfig:
-    """The released recipe of preset ``name`` (batch per GPU, VGG input range, degradations)."""
-    if name not in PRESETS:
-        raise GleanError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (or give a .json/.toml file)")
-    return TrainConfig(model=PRESETS[name].config, preset=name, batch_size=PRESET_BATCH_SIZE[name],
-                       perceptual_input_range=PERCEPTUAL_VGG_INPUT_RANGE[name], degrade=name in DEGRADED_PRESETS)
+    """The recipe of zoo model ``name`` (batch per process, VGG input range, degradations, its settings)."""
+    entry = get_entry(name)
+    recipe = entry.recipe
+    if recipe is None:
+        raise GleanError(f"{name} declares no training recipe; give a .json/.toml config")
+    config = TrainConfig(model=entry.config, preset=name, batch_size=recipe.batch_size,
+                         perceptual_input_range=recipe.perceptual_input_range, degrade=recipe.degradations)
+    return dataclasses.replace(config, **dict(recipe.settings))
 
 
 # --- typed values -------------------------------------------------------------------------
@@ -306,12 +303,13 @@ def _read_file(path: Path) -> dict[str, Any]:
 def load_config(source: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """A preset name or a ``.json`` / ``.toml`` file, then ``key=value`` overrides."""
     path = Path(source)
-    if str(source) in PRESETS:
+    if str(source) in ZOO:
         config = preset_config(str(source))
     elif path.suffix.lower() in (".json", ".toml") or path.exists():
         config = config_from_dict(_read_file(path), str(path))
     else:
-        raise GleanError(f"{source!r} is neither a preset ({', '.join(PRESETS)}) nor a .json/.toml config file")
+        raise GleanError(f"{source!r} is neither a zoo model nor a .json/.toml config file: "
+                         f"{unknown_model_message(str(source))}")
     return with_overrides(config, parse_overrides(overrides)) if overrides else config
 
 

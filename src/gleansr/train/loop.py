@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..atomic import atomic_write_bytes
-from ..checkpoints import load_state_dict_strict, read_checkpoint, select_prefix
+from ..loading import init_glean_from_bank, load_state_dict_strict
 from ..data.convert import tensor_to_uint8
 from ..data.datasets import HRFolderDataset, PairedFolderDataset
 from ..data.degradations import Degradation, DegradationParams
@@ -48,13 +48,12 @@ from .distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gath
 from .log import RunLog, save_sample_strip
 from .losses import PerceptualLoss, gan_loss, pixel_loss
 from .runtime import StopRequest, autocast, check_finite, grad_scaler, seed_everything
+from ..zoo import VGG16_WEIGHTS
 from .state import (LAST, build_discriminator, capture_rng, checkpoint_config, load_latest, restore_rng,
                     save_training_checkpoint)
 
 DAMAGED = "last.pt.damaged"
 LOSS_NAMES = ("loss_pix", "loss_perceptual", "loss_gan", "loss_d_real", "loss_d_fake")
-VGG16_FILENAME = "vgg16-397923af.pth"
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
 
 @dataclass(frozen=True)
@@ -96,10 +95,8 @@ def _resolve_file(given: str | Path | None, filename: str, url: str, info: DistI
 
 
 def _load_bank(bank: Path, generator: GLEANStyleGANv2, discriminator: torch.nn.Module) -> None:
-    """MMGeneration StyleGAN2 file: ``generator_ema.*`` -> the bank, ``discriminator.*`` -> D."""
-    state, _ = read_checkpoint(bank)
-    load_state_dict_strict(generator.generator, select_prefix(state, "generator_ema.", bank), f"{bank} (generator_ema)")
-    load_state_dict_strict(discriminator, select_prefix(state, "discriminator.", bank), f"{bank} (discriminator)")
+    """Any bank file the loader reads (MMGeneration, rosinality, NVIDIA, gleansr exports): generator -> bank, D -> D."""
+    init_glean_from_bank(generator, bank, discriminator=discriminator)
 
 
 def _datasets(config: TrainConfig, paths: RunPaths) -> tuple[Any, Any]:
@@ -188,7 +185,7 @@ def _build(config: TrainConfig, paths: RunPaths, info: DistInfo, fresh: bool) ->
     discriminator.to(dev).train()
     perceptual = None
     if config.perceptual_weight > 0:
-        vgg = _resolve_file(paths.vgg, VGG16_FILENAME, VGG16_URL, info)
+        vgg = _resolve_file(paths.vgg, VGG16_WEIGHTS.filename, VGG16_WEIGHTS.url, info)
         perceptual = PerceptualLoss(vgg, layer=config.perceptual_layer, weight=config.perceptual_weight,
                                     vgg_input_range=config.perceptual_input_range).to(dev)  # type: ignore[arg-type]
     opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr_g, betas=config.betas)
@@ -374,10 +371,11 @@ def _train(config: TrainConfig | None, paths: RunPaths, overrides: dict[str, str
 
 
 def _preset_bank(config: TrainConfig) -> tuple[str, str]:
-    """(file name, URL) of the preset's StyleGAN2 bank, for ``--bank pretrained``."""
-    from ..presets import PRESETS
+    """(file name, URL) of the zoo recipe's StyleGAN2 bank, for ``--bank pretrained``."""
+    from ..zoo import get_entry
 
-    if not config.preset:
-        raise GleanError("--bank pretrained needs a preset config; give the StyleGAN2 bank file's path")
-    preset = PRESETS[config.preset]
-    return preset.bank_filename, preset.bank_url
+    recipe = get_entry(config.preset).recipe if config.preset else None
+    if recipe is None or recipe.bank is None:
+        raise GleanError("--bank pretrained needs a zoo model whose recipe has a downloadable bank; "
+                         "give the StyleGAN2 bank file's path")
+    return recipe.bank.filename, recipe.bank.url

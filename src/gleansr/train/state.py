@@ -1,4 +1,4 @@
-"""Training checkpoints (everything needed to continue exactly) and release exports.
+"""Training checkpoints: everything needed to continue exactly (reading and release export: :mod:`gleansr.loading`).
 
 A training checkpoint is a dict saved with ``torch.save`` and read back with
 ``weights_only=True`` (it holds only tensors, numbers, strings and containers):
@@ -27,29 +27,19 @@ cuDNN's autotuned, non-deterministic kernels make any two runs drift apart sligh
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
-import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .. import __version__
 from ..atomic import atomic_path
-from ..checkpoints import SAFETENSORS_CONFIG_KEY, load_state_dict_strict, save_safetensors
-from ..errors import CheckpointError, GleanError
-from ..models import GLEANStyleGANv2, StyleGAN2Discriminator
+from ..loading import CHECKPOINT_FORMAT, LAST, PREVIOUS, latest_training_checkpoint
+from ..models import StyleGAN2Discriminator
 from .config import TrainConfig, config_from_dict
-
-CHECKPOINT_FORMAT = "gleansr-train-1"
-LAST = "last.pt"
-PREVIOUS = "previous.pt"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -88,50 +78,14 @@ def save_training_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) 
     return last
 
 
-def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A training checkpoint's dict (CPU tensors); CheckpointError if it is not one or is damaged."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever fails to parse, the file is damaged
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable training checkpoint ({first[:100]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a gleansr training checkpoint (no format {CHECKPOINT_FORMAT!r}); "
-                              "release files are loaded with load_checkpoint / load_glean")
-    return state
-
-
 def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint of a run folder (``last.pt``, else ``previous.pt``), or None."""
-    run_dir = Path(run_dir)
-    candidates = [p for p in (run_dir / LAST, run_dir / PREVIOUS) if p.is_file()]
-    problems = []
-    for path in candidates:
-        try:
-            return path, read_training_checkpoint(path)
-        except CheckpointError as exc:
-            problems.append(str(exc))
-            print(f"gleansr: warning: {exc}; trying the previous checkpoint", file=sys.stderr)
-    if problems:
-        raise CheckpointError(f"no readable checkpoint in {run_dir}: {problems[-1]}")
-    return None
+    return latest_training_checkpoint(
+        run_dir, on_damaged=lambda message: print(f"gleansr: warning: {message}", file=sys.stderr))
 
 
 def checkpoint_config(state: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
     return config_from_dict(state["config"], source)
-
-
-def _networks_from_checkpoint(state: dict[str, Any], source: str) -> tuple[GLEANStyleGANv2, StyleGAN2Discriminator]:
-    """Rebuild and strictly load both networks of a training checkpoint."""
-    config = checkpoint_config(state, source)
-    generator = GLEANStyleGANv2(**config.model.to_dict())
-    load_state_dict_strict(generator, state["generator"], f"{source} (generator)")
-    discriminator = build_discriminator(config)
-    load_state_dict_strict(discriminator, state["discriminator"], f"{source} (discriminator)")
-    return generator, discriminator
 
 
 def build_discriminator(config: TrainConfig) -> StyleGAN2Discriminator:
@@ -139,54 +93,3 @@ def build_discriminator(config: TrainConfig) -> StyleGAN2Discriminator:
     m = config.model
     return StyleGAN2Discriminator(m.out_size, channel_multiplier=m.channel_multiplier, blur_kernel=m.blur_kernel,
                                   mbstd_cfg={"group_size": config.mbstd_group_size}, channel_max=m.channel_max)
-
-
-class _Release(nn.Module):
-    """MMEditing's restorer layout: ``generator.*`` and ``discriminator.*``."""
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
-        super().__init__()
-        self.generator, self.discriminator = generator, discriminator
-
-
-ExportFormat = Literal["mmedit", "safetensors"]
-
-
-def export_release(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: ExportFormat | None = None,
-                   overwrite: bool = False) -> Path:
-    """Write a training checkpoint (or a run folder's latest) as a release file.
-
-    - ``"mmedit"``: ``{'meta': ..., 'state_dict': OrderedDict('generator.*', 'discriminator.*')}``
-      in the legacy ``torch.save`` format of MMEditing's release files; loads with
-      ``load_checkpoint(model, out)`` (prefix ``generator.``), with :func:`gleansr.checkpoints.load_glean`
-      (the exact model config is in ``meta['gleansr_config']``) and with MMEditing itself.
-    - ``"safetensors"``: the generator alone, its config in the metadata (``load_glean``).
-
-    ``fmt=None`` picks safetensors for a ``.safetensors`` suffix, else mmedit.
-    """
-    source = Path(checkpoint)
-    if source.is_dir():
-        found = load_latest(source)
-        if found is None:
-            raise CheckpointError(f"no training checkpoint ({LAST} / {PREVIOUS}) in {source}")
-        source, state = found
-    else:
-        state = read_training_checkpoint(source)
-    out = Path(out)
-    fmt = fmt or ("safetensors" if out.suffix.lower() == ".safetensors" else "mmedit")
-    generator, discriminator = _networks_from_checkpoint(state, str(source))
-    if fmt == "safetensors":
-        return save_safetensors(generator, out, config=generator.config.to_dict(), overwrite=overwrite)
-    if fmt != "mmedit":
-        raise GleanError(f"unknown export format {fmt!r}; choose mmedit or safetensors")
-    meta = {
-        "gleansr_version": __version__,
-        "iter": int(state["iteration"]),
-        "time": time.strftime("%Y%m%d_%H%M%S"),
-        "config": json.dumps(state["config"], sort_keys=True),
-        SAFETENSORS_CONFIG_KEY: json.dumps(generator.config.to_dict(), sort_keys=True),
-    }
-    state_dict: OrderedDict = _Release(generator, discriminator).state_dict()
-    with atomic_path(out, overwrite=overwrite) as temporary:
-        torch.save({"meta": meta, "state_dict": state_dict}, temporary, _use_new_zipfile_serialization=False)
-    return out

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from gleansr.checkpoints import load_state_dict_strict
+from gleansr.loading import load_state_dict_strict
 from gleansr.cli import main
-from gleansr.convert import detect_format, discriminator_path, load_bank, read_source
+from gleansr.loading import detect_format, discriminator_path, load_bank, read_source
 from gleansr.errors import CheckpointError
 from gleansr.models import StyleGAN2Discriminator, StyleGAN2Generator
 
@@ -205,7 +205,7 @@ def test_convert_cli_writes_generator_and_discriminator(tmp_path, rosinality_fil
     assert "rosinality" in capsys.readouterr().out
     assert out.is_file() and discriminator_path(out).is_file()
     weights = load_bank(out)
-    assert weights.source_format == "gleansr"
+    assert weights.source_format == "gleansr-bank"
     g, d = _ours(weights)
     latent = torch.randn(2, g.num_latents, 16, dtype=torch.float64)
     with torch.no_grad():  # stored as float64 in the .pt, so the export is float64 too

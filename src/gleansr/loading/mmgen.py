@@ -14,7 +14,8 @@ import torch
 
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import StyleGAN2Generator
-from . import Rule, apply_rules, infer_discriminator_config, infer_generator_config
+from .configs import infer_discriminator_config, infer_generator_config
+from .rules import Rule, apply_rules
 
 BANK_META_KEY = "gleansr_bank"
 _MARKER = "constant_input.input"

@@ -36,7 +36,8 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError
-from . import Rule, apply_rules, equalized, infer_discriminator_config, infer_generator_config, rescale_gain
+from .configs import infer_discriminator_config, infer_generator_config
+from .rules import Rule, apply_rules, equalized, rescale_gain
 from .unpickler import PersistentObject
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import Rule, apply_rules, count, equalized, infer_discriminator_config, infer_generator_config
+from .configs import infer_discriminator_config, infer_generator_config
+from .rules import Rule, apply_rules, count, equalized
 
 LR_MLP = 0.01
 

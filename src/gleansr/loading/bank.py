@@ -1,0 +1,186 @@
+"""StyleGAN2 banks from any supported file, in gleansr's (MMGeneration's) key layout.
+
+One adapter module per source format, each with ``detect(obj) -> bool`` and
+``convert(obj) -> (generator_state, discriminator_state | None, config)``, driven by an explicit
+key table (:mod:`.rules`):
+
+- :mod:`.mmgen`: MMGeneration/MMEditing official weights and gleansr bank checkpoints
+  (``generator_ema.`` / ``generator.`` / ``discriminator.`` prefixes; keys already ours);
+- :mod:`.rosinality`: rosinality/stylegan2-pytorch ``.pt`` files (``g_ema``, ``d``);
+- :mod:`.nvidia`: NVlabs/stylegan2-ada-pytorch ``.pkl`` network pickles (restricted unpickler).
+
+gleansr's own exports (``gleansr convert``, ``gleansr bank train``: a bare generator
+safetensors with its sibling ``<stem>.discriminator.safetensors``) and bank run folders are read
+directly. Every result is checked by building both networks strictly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..models.discriminator import StyleGAN2Discriminator
+from ..models.glean import GLEANStyleGANv2
+from ..models.stylegan2 import StyleGAN2Generator
+from .read import RawFile, read_file, summarize
+from .strict import SAFETENSORS_ARCH_KEY, SAFETENSORS_CONFIG_KEY, load_state_dict_strict
+
+FORMATS = ("mmgen", "rosinality", "nvidia")
+GENERATOR_ARCH = "StyleGAN2Generator"
+DISCRIMINATOR_ARCH = "StyleGAN2Discriminator"
+BANK_FILE = "bank.safetensors"  # what a bank run folder exports
+
+
+@dataclass
+class BankWeights:
+    """A StyleGAN2 bank in our layout, with the constructor arguments of both networks."""
+
+    generator: dict[str, torch.Tensor]
+    generator_config: dict[str, Any]
+    discriminator: dict[str, torch.Tensor] | None = None
+    discriminator_config: dict[str, Any] | None = None
+    source_format: str = "gleansr"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def generator_state(self) -> dict[str, torch.Tensor]:
+        return self.generator
+
+    @property
+    def discriminator_state(self) -> dict[str, torch.Tensor] | None:
+        return self.discriminator
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.generator_config
+
+    def build_generator(self, source: str = "bank") -> StyleGAN2Generator:
+        """A StyleGAN2Generator with these weights, loaded strictly (every key, every shape)."""
+        g = StyleGAN2Generator(**self.generator_config)
+        return load_state_dict_strict(g, self.generator, f"{source} (generator)")
+
+    def build_discriminator(self, source: str = "bank") -> StyleGAN2Discriminator | None:
+        if self.discriminator is None or self.discriminator_config is None:
+            return None
+        d = StyleGAN2Discriminator(**self.discriminator_config)
+        return load_state_dict_strict(d, self.discriminator, f"{source} (discriminator)")
+
+
+def _adapters() -> dict[str, Any]:
+    from . import mmgen, nvidia, rosinality
+
+    return {"mmgen": mmgen, "rosinality": rosinality, "nvidia": nvidia}
+
+
+def read_source(path: str | os.PathLike) -> Any:
+    """The object stored in ``path`` under the one safety policy (see :func:`.read.read_file`)."""
+    return read_file(path).obj
+
+
+def detected_layouts(obj: Any) -> list[str]:
+    """Names of the adapters that recognise ``obj`` (exactly one for any file they can read)."""
+    return [name for name, adapter in _adapters().items() if adapter.detect(obj)]
+
+
+def detect_format(obj: Any, path: str | os.PathLike = "checkpoint") -> str:
+    """Name of the one adapter that recognises ``obj``; the error says what the file holds."""
+    found = detected_layouts(obj)
+    if len(found) != 1:
+        what = "no known StyleGAN2 layout" if not found else f"several layouts ({', '.join(found)})"
+        raise CheckpointError(f"{path}: {what} recognised (MMGeneration, rosinality or NVIDIA) in what it holds: "
+                              f"{summarize(obj)}; pass --from {'|'.join(FORMATS)} to force one")
+    return found[0]
+
+
+def discriminator_path(generator_path: str | os.PathLike) -> Path:
+    """Where the exported discriminator sits beside an exported generator ``bank.safetensors``."""
+    p = Path(generator_path)
+    return p.with_name(f"{p.stem}.discriminator.safetensors")
+
+
+def exported_bank(raw: RawFile) -> BankWeights | None:
+    """A gleansr export (bare generator safetensors), with its sibling discriminator if present."""
+    if raw.container != "safetensors" or raw.meta.get(SAFETENSORS_ARCH_KEY) != GENERATOR_ARCH:
+        return None
+    weights = BankWeights(raw.obj, json.loads(raw.meta[SAFETENSORS_CONFIG_KEY]), source_format="gleansr-bank")
+    d_path = discriminator_path(raw.path)
+    if d_path.is_file():
+        d_raw = read_file(d_path)
+        weights.discriminator, weights.discriminator_config = d_raw.obj, json.loads(d_raw.meta[SAFETENSORS_CONFIG_KEY])
+    return weights
+
+
+def bank_from_raw(raw: RawFile, fmt: str = "auto") -> BankWeights:
+    """Convert what :func:`read_file` found with the matching (or the forced) adapter."""
+    weights = exported_bank(raw) if fmt == "auto" else None
+    if weights is not None:
+        return weights
+    fmt = detect_format(raw.obj, raw.path) if fmt == "auto" else fmt
+    adapter = _adapters()[fmt]
+    if not adapter.detect(raw.obj):
+        raise CheckpointError(f"{raw.path} is not in the {fmt} layout ({summarize(raw.obj)})")
+    try:
+        g_state, d_state, config = adapter.convert(raw.obj)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{raw.path}: {exc}") from None
+    return BankWeights(g_state, config["generator"], d_state, config.get("discriminator"), fmt,
+                       list(config.get("notes", [])))
+
+
+def load_bank(path: str | os.PathLike, fmt: str = "auto") -> BankWeights:
+    """Any supported bank file (or a bank run folder) -> :class:`BankWeights`, checked by building both networks."""
+    path = Path(path)
+    if fmt not in ("auto", *FORMATS):
+        raise CheckpointError(f"unknown format {fmt!r}; choose auto or one of: {', '.join(FORMATS)}")
+    if path.is_dir():
+        if not (path / BANK_FILE).is_file():
+            raise CheckpointError(f"{path} is a folder without {BANK_FILE}; give a bank file or a bank run folder")
+        path = path / BANK_FILE
+    weights = bank_from_raw(read_file(path), fmt)
+    weights.build_generator(str(path))
+    weights.build_discriminator(str(path))
+    return weights
+
+
+def load_bank_generator(path: str | os.PathLike, fmt: str = "auto") -> StyleGAN2Generator:
+    """The bank's (EMA) generator, built from the file's config and loaded strictly, in eval mode."""
+    return load_bank(path, fmt).build_generator(str(path)).eval()
+
+
+def _describe_bank(cfg: dict[str, Any]) -> str:
+    return (f"{cfg['out_size']} px, style {cfg['style_channels']}, {cfg['num_mlps']} mapping layers, "
+            f"channel multiplier {cfg['channel_multiplier']}, channel max {cfg['channel_max']}")
+
+
+def check_bank_fits(glean: GLEANStyleGANv2, cfg: dict[str, Any], path: str | os.PathLike) -> None:
+    """One line naming both architectures when a bank cannot be GLEAN's latent bank."""
+    want = glean.config
+    names = ("out_size", "style_channels", "num_mlps", "channel_multiplier", "channel_max")
+    if any(cfg[n] != getattr(want, n) for n in names):
+        need = {n: getattr(want, n) for n in names}
+        raise CheckpointError(f"{path}: the bank in this file is {_describe_bank(cfg)}; this GLEAN "
+                              f"({want.in_size} -> {want.out_size}) needs a bank of {_describe_bank(need)}")
+
+
+def init_glean_from_bank(glean: GLEANStyleGANv2, path: str | os.PathLike, fmt: str = "auto",
+                         discriminator: torch.nn.Module | None = None) -> dict[str, torch.Tensor] | None:
+    """Load a bank's (EMA) generator into ``glean.generator``, and its discriminator into ``discriminator``.
+
+    Returns the bank's discriminator state (our layout) or None, as upstream starts GLEAN's
+    discriminator from the StyleGAN2 one. A ``discriminator`` given but absent from the file is an error.
+    """
+    weights = load_bank(path, fmt)
+    check_bank_fits(glean, weights.generator_config, path)
+    load_state_dict_strict(glean.generator, weights.generator, f"{path} (bank generator)")
+    if discriminator is not None and weights.discriminator is None:
+        warnings.warn(f"{path} holds no StyleGAN2 discriminator (for an export: {discriminator_path(path).name} "
+                      "beside it): GLEAN's discriminator starts random", stacklevel=2)
+    elif discriminator is not None:
+        load_state_dict_strict(discriminator, weights.discriminator, f"{path} (bank discriminator)")
+    return weights.discriminator

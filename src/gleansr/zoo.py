@@ -1,0 +1,223 @@
+"""The model zoo: one declaration per model, read by every part of gleansr.
+
+A :class:`ModelEntry` says what the model is (GLEAN configuration, sizes), where its weights come
+from (a URL with the SHA-256 prefix OpenMMLab puts in file names, or a file in ``gleansr/assets``),
+what it restores (domain, input kind, whether it is a face model), how well (the metrics reported
+on its test set), under which licence, and how it was trained (:class:`TrainingRecipe`, used by
+``gleansr train <name>``). Adding a model is one declaration here and its manifest test.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import GleanError
+from .models.glean import GLEANConfig, GLEANStyleGANv2
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SAMPLES = ASSETS / "samples"  # lr/<name>.png (in_size) and hr/<name>.png (out_size), held-out fonts
+MMEDIT_BASE = "https://download.openmmlab.com/mmediting/restorers/glean/"
+MMGEN_BASE = "http://download.openmmlab.com/mmgen/stylegan2/official_weights/"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """One downloadable (``url``) or bundled (``url=None``: in ``gleansr/assets``) weights file."""
+
+    filename: str
+    url: str | None = None
+    sha256_prefix: str | None = None
+
+    @property
+    def bundled(self) -> bool:
+        return self.url is None
+
+
+def _openmmlab(base: str, filename: str) -> WeightsSource:
+    """OpenMMLab names end in ``-<first 8 hex digits of the SHA-256>.pth``."""
+    return WeightsSource(filename, base + filename, filename.rsplit("-", 1)[1].split(".")[0])
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """What the model was trained with; ``gleansr train <name>`` starts from it.
+
+    ``settings`` are further TrainConfig values the recipe fixes (name, value), e.g. a learning rate.
+    """
+
+    batch_size: int  # per process
+    processes: int  # upstream world size; total batch = batch_size * processes
+    degradations: bool  # LR made on the fly by the in128 degradations (else MATLAB bicubic)
+    perceptual_input_range: str  # "[-1,1]" or "[0,1]": the range images enter VGG's normalisation in
+    bank: WeightsSource | None  # pretrained StyleGAN2: generator_ema -> bank, discriminator -> D
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def total_batch(self) -> int:
+        return self.batch_size * self.processes
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the zoo (see the module docstring)."""
+
+    name: str
+    config: GLEANConfig
+    weights: WeightsSource
+    domain: str  # short: "cats", "faces", "glyphs"
+    input_kind: str  # what an input must look like
+    face_model: bool  # True for the FFHQ models; `--faces` accepts only these
+    psnr: float | None  # RGB PSNR (dB) reported on test_set
+    ssim: float | None
+    test_set: str
+    trained_on: str
+    licence: str
+    recipe: TrainingRecipe | None  # None: no known recipe
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    @property
+    def in_size(self) -> int:
+        return self.config.in_size
+
+    @property
+    def out_size(self) -> int:
+        return self.config.out_size
+
+
+_CAT_BANK = _openmmlab(MMGEN_BASE, "stylegan2-cat-config-f-official_20210327_172444-15bc485b.pth")
+_FFHQ_BANK = _openmmlab(MMGEN_BASE, "stylegan2-ffhq-config-f-official_20210327_171224-bce9310c.pth")
+_MMEDIT_LICENCE = "Apache-2.0 (MMEditing release)"
+_FACES = "aligned face crops (FFHQ alignment), {0}x{0}"
+_CATS = "cat photos, the head centred and filling the crop, {0}x{0}"
+
+# Small enough to train on 2 CPU cores and to ship (3.75 M parameters, 15 MB in float32); the
+# 128 px layers are 32 wide (channel_multiplier 0.25) to halve the cost of CPU training.
+GLYPHS_8X_CONFIG = GLEANConfig(in_size=16, out_size=128, rrdb_channels=16, num_rrdbs=2, style_channels=128,
+                               num_mlps=4, channel_multiplier=0.25, channel_max=64)
+
+_ENTRIES = (
+    # Upstream recipes (REFERENCE.md): 2 GPUs x 8 (cats), 2 x 4 (ffhq_16x), 4 x 2 (in128); only in128
+    # degrades its LR on the fly and feeds VGG images in [0, 1] (MMEditing's norm_img=True).
+    ModelEntry("glean_cat_8x", GLEANConfig(32, 256), _openmmlab(MMEDIT_BASE, "glean_cat_8x_20210614-d3ac8683.pth"),
+               "cats", _CATS.format(32), False, 23.98, None, "Cat100 (CAT_03, 100 images)",
+               "LSUN cat, 29,343 images", _MMEDIT_LICENCE, TrainingRecipe(8, 2, False, "[-1,1]", _CAT_BANK)),
+    ModelEntry("glean_cat_16x", GLEANConfig(16, 256), _openmmlab(MMEDIT_BASE, "glean_cat_16x_20210527-68912543.pth"),
+               "cats", _CATS.format(16), False, 20.88, None, "Cat100 (CAT_03, 100 images)", "LSUN cat",
+               _MMEDIT_LICENCE, TrainingRecipe(8, 2, False, "[-1,1]", _CAT_BANK)),
+    ModelEntry("glean_ffhq_16x", GLEANConfig(64, 1024), _openmmlab(MMEDIT_BASE, "glean_ffhq_16x_20210527-61a3afad.pth"),
+               "faces", _FACES.format(64), True, 26.91, None, "CelebA-HQ 100 (00001-00100)", "FFHQ 70k",
+               _MMEDIT_LICENCE, TrainingRecipe(4, 2, False, "[-1,1]", _FFHQ_BANK)),
+    ModelEntry("glean_in128out1024_4x2_300k_ffhq_celebahq", GLEANConfig(128, 1024),
+               _openmmlab(MMEDIT_BASE, "glean_in128out1024_4x2_300k_ffhq_celebahq_20210812-acbcb04f.pth"),
+               "faces", _FACES.format(128) + ", blurred/noisy/JPEG inputs allowed", True, 27.94, None,
+               "CelebA-HQ 100, clean bicubic x8", "FFHQ + CelebA-HQ, degraded on the fly", _MMEDIT_LICENCE,
+               TrainingRecipe(2, 4, True, "[0,1]", _FFHQ_BANK)),
+    # Trained by scripts/train_glyph_model.sh (PROFILE=cpu: bank 4000, GLEAN 1000 iterations); the
+    # figures are on the held-out fonts' glyphs (clean MATLAB-bicubic x8 LR), runs/glyphs/results.md;
+    # bicubic scores 16.58 dB / 0.6620 there. Its bank comes from `gleansr bank train` (no download).
+    ModelEntry("glean_glyphs_8x", GLYPHS_8X_CONFIG, WeightsSource("glean_glyphs_8x.safetensors"), "glyphs",
+               "text glyphs, black on white, one character centred, 16x16", False, 24.19, 0.9002,
+               "held-out font designs", "glyphs (A-Z a-z 0-9 &?!@#%$) of Debian's free fonts, held-out designs excluded",
+               "Apache-2.0 (weights trained by gleansr)",
+               TrainingRecipe(8, 1, False, "[-1,1]", None,
+                              settings=(("lr_g", 2e-4), ("lr_d", 2e-4), ("perceptual_weight", 0.0),
+                                        ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16")))),
+)
+ZOO: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
+
+# torchvision's VGG16, the perceptual loss's network in every recipe.
+VGG16_WEIGHTS = WeightsSource("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                              "397923af")
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The declaration of model ``name``; GleanError with "did you mean ...?" for a near miss."""
+    if name not in ZOO:
+        raise GleanError(unknown_model_message(name))
+    return ZOO[name]
+
+
+def unknown_model_message(name: str) -> str:
+    """'unknown model ...; did you mean ...?' with the closest zoo name, if one is close."""
+    close = difflib.get_close_matches(str(name), list(ZOO), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown model {name!r}; {hint}models: {', '.join(ZOO)} (see `gleansr models`)"
+
+
+def weights_file(entry_or_source: ModelEntry | WeightsSource | str, download: bool = False) -> Path:
+    """The weights file of a zoo model or source: bundled, cached, or (``download=True``) downloaded and verified.
+
+    Builds nothing: a missing file is a one-line GleanError (with the URL and the cache path to
+    save it under) before any model exists.
+    """
+    if isinstance(entry_or_source, str):
+        entry_or_source = get_entry(entry_or_source)
+    source = entry_or_source.weights if isinstance(entry_or_source, ModelEntry) else entry_or_source
+    if source.bundled:
+        path = ASSETS / source.filename
+        if not path.is_file():
+            raise GleanError(f"the bundled weights {source.filename} are not installed (expected {path}); "
+                             "build them with scripts/train_glyph_model.sh")
+        return path
+    from .hub import resolve_weights
+
+    return resolve_weights(source.filename, source.url, source.sha256_prefix, download_ok=download)
+
+
+def is_present(entry: ModelEntry) -> bool:
+    """Whether the weights are on this machine (bundled or cached), without downloading."""
+    from .hub import cache_dir
+
+    folder = ASSETS if entry.weights.bundled else cache_dir()
+    return (folder / entry.weights.filename).is_file()
+
+
+WeightsArg = Union[str, "os.PathLike[str]", None]
+
+
+def create_model(name: str, weights: WeightsArg = None, download: bool = False) -> GLEANStyleGANv2:
+    """The zoo model ``name``: random (``weights=None``, for training), ``"pretrained"`` or from a file.
+
+    The weights file is found and read before the network is built; a file for another
+    architecture than the declaration's is refused.
+    """
+    from .loading import load_glean_state, load_state_dict_strict
+
+    entry = get_entry(name)
+    if weights is None:
+        return GLEANStyleGANv2(**entry.config.to_dict())
+    path = weights_file(entry, download) if str(weights) == "pretrained" else Path(weights)
+    config, state = load_glean_state(path)
+    if config.to_dict() != entry.config.to_dict():
+        raise GleanError(f"{path} holds a GLEAN {config.in_size} -> {config.out_size} with config "
+                         f"{config.to_dict()}, not the {name} declared in the zoo ({entry.config.to_dict()})")
+    model = GLEANStyleGANv2(**entry.config.to_dict())
+    load_state_dict_strict(model, state, str(path))
+    return model.eval()
+
+
+def load_model(name_or_path: str | os.PathLike[str], download: bool = False) -> GLEANStyleGANv2:
+    """A ready GLEAN from a zoo name (its weights) or any GLEAN file or run folder the loader reads."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name not in ZOO and path.exists():
+        from .loading import load_glean
+
+        return load_glean(path)
+    if name not in ZOO and (path.suffix or "/" in name or os.sep in name):
+        raise GleanError(f"weights file not found: {path}")
+    return create_model(name, "pretrained", download)  # an unknown name: "did you mean ...?"
+
+
+def default_model_name() -> str:
+    """The model used when none is named: the first bundled one whose weights are installed."""
+    for entry in ZOO.values():
+        if entry.weights.bundled and is_present(entry):
+            return entry.name
+    raise GleanError("no default model is installed: pass --model NAME (see `gleansr models`) or --weights PATH")
