@@ -11,16 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from gleansr import zoo_local
+from gleansr import zoo
 from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.commands.demo import sample_pairs
 from gleansr.data.imresize import imresize
+from gleansr.errors import GleanError
 from gleansr.metrics import psnr, ssim
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
 
 TINY_16_128 = GLEANConfig(in_size=16, out_size=128, rrdb_channels=4, num_rrdbs=1, style_channels=8, num_mlps=1,
                           channel_multiplier=0.5, channel_max=8)
+BUNDLED = [entry for entry in zoo.ZOO.values() if entry.weights.bundled]
 COLUMNS = ["bicubic_psnr", "bicubic_ssim", "glean_psnr", "glean_ssim"]
 
 
@@ -28,12 +30,12 @@ COLUMNS = ["bicubic_psnr", "bicubic_ssim", "glean_psnr", "glean_ssim"]
 def tiny_bundle(tmp_path, monkeypatch):
     """A random tiny GLEAN installed as the bundled glean_glyphs_8x (declaration adjusted to it)."""
     assets = tmp_path / "assets"
-    declared = zoo_local.BUNDLED["glean_glyphs_8x"]
-    monkeypatch.setattr(zoo_local, "ASSETS", assets)
-    monkeypatch.setitem(zoo_local.BUNDLED, declared.name, dataclasses.replace(declared, config=TINY_16_128))
+    declared = zoo.ZOO["glean_glyphs_8x"]
+    monkeypatch.setattr(zoo, "ASSETS", assets)
+    monkeypatch.setitem(zoo.ZOO, declared.name, dataclasses.replace(declared, config=TINY_16_128))
     torch.manual_seed(0)
     model = GLEANStyleGANv2(**TINY_16_128.to_dict())
-    save_safetensors(model, assets / declared.filename, config=model.config.to_dict())
+    save_safetensors(model, assets / declared.weights.filename, config=model.config.to_dict())
     return model
 
 
@@ -55,9 +57,9 @@ def _uint8(path) -> np.ndarray:
 
 
 def test_declarations_build_and_fit_the_samples():
-    pairs = sample_pairs(zoo_local.SAMPLES)
+    pairs = sample_pairs(zoo.SAMPLES)
     assert len(pairs) >= 4
-    for model in zoo_local.bundled_models():
+    for model in BUNDLED:
         net = GLEANStyleGANv2(**model.config.to_dict()).eval()
         size_mb = sum(t.numel() * 4 for t in net.state_dict().values()) / 2**20
         assert size_mb < 30, f"{model.name} would ship {size_mb:.1f} MB of float32 weights"
@@ -70,7 +72,7 @@ def test_declarations_build_and_fit_the_samples():
 
 
 def test_samples_are_matlab_bicubic_downscales_of_their_originals():
-    for _, lr, hr in sample_pairs(zoo_local.SAMPLES):
+    for _, lr, hr in sample_pairs(zoo.SAMPLES):
         assert np.array_equal(_uint8(lr), imresize(_uint8(hr), scale=1 / 8))
 
 
@@ -79,7 +81,7 @@ def test_demo_writes_results_and_a_parsable_table(tiny_bundle, tmp_path, capsys)
     assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
     header, rows = _table(capsys.readouterr().out)
     assert header == ["sample", *COLUMNS]
-    pairs = sample_pairs(zoo_local.SAMPLES)
+    pairs = sample_pairs(zoo.SAMPLES)
     assert set(rows) == {name for name, _, _ in pairs} | {"mean"}
     for column in range(len(COLUMNS)):
         assert math.isclose(rows["mean"][column], np.mean([rows[n][column] for n, _, _ in pairs]), abs_tol=1e-3)
@@ -111,31 +113,31 @@ def test_demo_never_overwrites_unless_asked(tiny_bundle, tmp_path, capsys):
 
 
 def test_demo_without_installed_weights_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(zoo_local, "ASSETS", tmp_path / "empty")
+    monkeypatch.setattr(zoo, "ASSETS", tmp_path / "empty")
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 2
-    assert "no bundled model is installed" in capsys.readouterr().err
+    assert "no default model is installed" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
 
 
 def test_a_mismatched_weights_file_is_refused(tiny_bundle, monkeypatch):
-    declared = zoo_local.BUNDLED["glean_glyphs_8x"]
-    monkeypatch.setitem(zoo_local.BUNDLED, declared.name, dataclasses.replace(declared, config=zoo_local.GLYPHS_8X_CONFIG))
-    with pytest.raises(Exception, match="is not the one declared|shape"):
-        zoo_local.load_bundled("glean_glyphs_8x")
+    declared = zoo.ZOO["glean_glyphs_8x"]
+    monkeypatch.setitem(zoo.ZOO, declared.name, dataclasses.replace(declared, config=zoo.GLYPHS_8X_CONFIG))
+    with pytest.raises(GleanError, match="not the glean_glyphs_8x declared in the zoo"):
+        zoo.load_model("glean_glyphs_8x")
 
 
-@pytest.mark.parametrize("model", zoo_local.bundled_models(), ids=lambda m: m.name)
+@pytest.mark.parametrize("model", BUNDLED, ids=lambda m: m.name)
 def test_installed_bundled_weights_beat_bicubic(model):
     """Where the weights are installed, they load strictly and beat bicubic on the held-out samples;
     where they are not, the declaration claims no figures."""
-    if not model.is_present():
+    if not zoo.is_present(model):
         assert model.psnr is None and model.ssim is None
         return
-    net = zoo_local.load_bundled(model.name)
+    net = zoo.load_model(model.name)
     from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 
     gains = []
-    for _, lr_path, hr_path in sample_pairs(zoo_local.SAMPLES):
+    for _, lr_path, hr_path in sample_pairs(zoo.SAMPLES):
         lr, hr = _uint8(lr_path), _uint8(hr_path)
         with torch.no_grad():
             sr = tensor_to_uint8(net(uint8_to_tensor(lr)[None]))[0]
@@ -166,7 +168,7 @@ def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
         torch.manual_seed(seed)
         nets[name] = GLEANStyleGANv2(**TINY_16_128.to_dict()).eval()
         paths[name] = save_safetensors(nets[name], tmp_path / f"{name}.safetensors", config=TINY_16_128.to_dict())
-    hr_dir = zoo_local.SAMPLES / "hr"
+    hr_dir = zoo.SAMPLES / "hr"
     assert script.main(["--hr", str(hr_dir), "--model", f"glean={paths['glean']}", "--model",
                         f"ablation={paths['ablation']}", "--device", "cpu", "--json", str(tmp_path / "r.json"),
                         "--markdown", str(tmp_path / "r.md")]) == 0
@@ -198,7 +200,7 @@ def test_readme_figure_has_a_labelled_row_per_sample(tmp_path, capsys):
     assert _script("glyph_figure").main(["--model", f"a={weights}", "--model", f"b={weights}",
                                          "--samples", "2", "-o", str(out)]) == 0
     figure = _uint8(out)
-    hr_path = sample_pairs(zoo_local.SAMPLES)[1][2]
+    hr_path = sample_pairs(zoo.SAMPLES)[1][2]
     row = figure.shape[0] // 2
     assert figure.shape[0] == 2 * row and figure.shape[1] > 5 * 128  # LR | bicubic | a | b | original
     assert (figure[-128:, -128:] == _uint8(hr_path)).all()  # the second row ends with its original

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from conftest import he_initialised
 from gleansr.errors import CheckpointError
 from gleansr.models.alexnet import AlexNetFeatures
-from gleansr.models.inception import InceptionV3FID, load_fid_inception_weights
+from gleansr.loading.backbones import load_fid_inception_weights
+from gleansr.models.inception import InceptionV3FID
 from gleansr.models.vgg import VGG16Features
 from gleansr.perceptual_metrics import LPIPS, feature_statistics, fid_from_features, frechet_distance
 

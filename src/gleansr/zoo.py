@@ -76,6 +76,8 @@ class ModelEntry:
     trained_on: str
     licence: str
     recipe: TrainingRecipe | None  # None: no known recipe
+    bicubic_psnr: float | None = None  # MATLAB bicubic on the same test set, where measured
+    bicubic_ssim: float | None = None
 
     @property
     def scale(self) -> int:
@@ -119,15 +121,16 @@ _ENTRIES = (
                "CelebA-HQ 100, clean bicubic x8", "FFHQ + CelebA-HQ, degraded on the fly", _MMEDIT_LICENCE,
                TrainingRecipe(2, 4, True, "[0,1]", _FFHQ_BANK)),
     # Trained by scripts/train_glyph_model.sh (PROFILE=cpu: bank 4000, GLEAN 1000 iterations); the
-    # figures are on the held-out fonts' glyphs (clean MATLAB-bicubic x8 LR), runs/glyphs/results.md;
-    # bicubic scores 16.58 dB / 0.6620 there. Its bank comes from `gleansr bank train` (no download).
+    # figures are on the held-out fonts' glyphs (clean MATLAB-bicubic x8 LR), runs/glyphs/results.md.
+    # Its bank comes from `gleansr bank train` (no download).
     ModelEntry("glean_glyphs_8x", GLYPHS_8X_CONFIG, WeightsSource("glean_glyphs_8x.safetensors"), "glyphs",
                "text glyphs, black on white, one character centred, 16x16", False, 24.19, 0.9002,
                "held-out font designs", "glyphs (A-Z a-z 0-9 &?!@#%$) of Debian's free fonts, held-out designs excluded",
                "Apache-2.0 (weights trained by gleansr)",
                TrainingRecipe(8, 1, False, "[-1,1]", None,
                               settings=(("lr_g", 2e-4), ("lr_d", 2e-4), ("perceptual_weight", 0.0),
-                                        ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16")))),
+                                        ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16"))),
+               bicubic_psnr=16.58, bicubic_ssim=0.6620),
 )
 ZOO: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
 

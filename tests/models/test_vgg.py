@@ -8,7 +8,8 @@ import safetensors.torch
 import torch
 
 from gleansr.errors import CheckpointError
-from gleansr.models.vgg import VGG16Features, collect_outputs, load_vgg16_weights
+from gleansr.loading.backbones import load_vgg16_weights
+from gleansr.models.vgg import VGG16Features, collect_outputs
 
 # torchvision vgg16().features: the convs sit at these indices (ReLUs and pools in between).
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
