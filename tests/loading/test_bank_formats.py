@@ -214,3 +214,10 @@ def test_convert_cli_writes_generator_and_discriminator(tmp_path, rosinality_fil
     assert "already exists" in capsys.readouterr().err
     assert main(["convert", str(path), "-o", str(tmp_path / "x.safetensors"), "--from", "nvidia"]) == 2
     assert "not in the nvidia layout" in capsys.readouterr().err
+
+
+def test_convert_command_offers_the_loader_formats():
+    from gleansr.commands import convert as convert_command
+    from gleansr.loading import FORMATS
+
+    assert convert_command._FORMATS == FORMATS  # the command keeps its own copy to import without torch
