@@ -11,7 +11,7 @@ from .bank import (FORMATS, BankWeights, detect_format, discriminator_path, init
                    load_bank_generator, read_source)
 from .configs import channel_config, infer_discriminator_config, infer_generator_config, infer_glean_config
 from .glean import build_glean, load_glean, load_glean_state
-from .inspect import Loaded, inspect
+from .identify import Loaded, inspect
 from .read import read_checkpoint, read_file
 from .save import export_bank, export_bank_run, export_release, save_safetensors
 from .strict import check_state_dict, load_checkpoint, load_state_dict_strict, select_prefix

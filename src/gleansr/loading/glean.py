@@ -9,7 +9,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.glean import GLEANConfig, GLEANStyleGANv2
-from .inspect import Loaded, inspect
+from .identify import Loaded, inspect
 from .strict import load_state_dict_strict
 
 
