@@ -98,6 +98,13 @@ def _bank_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"out_size": config["size"], **{k: config[k] for k in keys if k in config}}
 
 
+def _holds_tensors(obj: Any) -> bool:
+    """Whether ``obj`` is a state dict, bare or under ``state_dict`` (not e.g. rosinality's ``{'g_ema': ...}``)."""
+    inner = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    inner = inner if isinstance(inner, Mapping) else obj
+    return isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values())
+
+
 def _from_raw(raw: RawFile) -> Loaded:
     if is_training_checkpoint(raw.obj):
         return _from_training(raw.path, raw.obj)
@@ -106,8 +113,7 @@ def _from_raw(raw: RawFile) -> Loaded:
         return Loaded(raw.path, "bank", "gleansr-bank", bank.generator_config, bank)
     if raw.container == "safetensors":
         state, meta = raw.obj, raw.meta
-    elif isinstance(raw.obj, Mapping) and any(isinstance(v, torch.Tensor) for v in
-                                              (raw.obj.get("state_dict") or raw.obj).values()):
+    elif _holds_tensors(raw.obj):
         state, meta = unwrap_state(raw.obj, raw.path)
     else:
         state, meta = {}, {}
