@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gleansr.inference as inference
+import gleansr.models.fused as fused
 from gleansr import GLEANStyleGANv2, load_checkpoint
 from gleansr.inference import FastGLEAN, build_inference_model
 
@@ -26,7 +27,7 @@ def tiny(tiny_glean):
 @pytest.fixture
 def all_winograd(monkeypatch):
     """Route every 3x3 stride-1 convolution of the tiny model through Winograd."""
-    monkeypatch.setattr(inference, "WINOGRAD_MIN_CHANNELS", 0)
+    monkeypatch.setattr(fused, "WINOGRAD_MIN_CHANNELS", 0)
 
 
 def _input(batch=2, size=8, seed=0):

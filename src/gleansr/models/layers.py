@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import bias_leaky_relu, upfirdn2d
+from .fused import FusedConv, FuseTarget, f64
 
 
 def equalized_lr_scale(fan_in: int, gain: float = 1.0) -> float:
@@ -100,6 +101,10 @@ class EqualConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.conv.weight.to(x.dtype), stride=self.stride, padding=self.padding)
+
+    def fused(self, target: FuseTarget) -> FusedConv:
+        """Inference form: the equalized-lr scale folded into the weight."""
+        return FusedConv(f64(self.conv.weight), None, target, self.stride, self.padding)
 
 
 class _EqualConvWeight(nn.Module):
