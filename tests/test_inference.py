@@ -104,7 +104,9 @@ def test_default_settings_per_device():
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting exists in glibc only")
 def test_malloc_setting_is_accepted_by_glibc():
-    assert inference.keep_freed_memory_for_reuse() is True
+    from gleansr.tuning import keep_freed_memory_for_reuse
+
+    assert keep_freed_memory_for_reuse() is True
 
 
 @pytest.fixture(scope="module")

@@ -223,7 +223,7 @@ def load_glean(path: str | os.PathLike) -> "GLEANStyleGANv2":
     gleansr files carry their config in metadata; MMEditing release files and bare state
     dicts have it read off their keys and shapes.
     """
-    from .models.glean import GLEANConfig, GLEANStyleGANv2
+    from .models.glean import GLEANConfig, build_uninitialised
 
     state, meta = read_checkpoint(path)
     if SAFETENSORS_CONFIG_KEY in meta:
@@ -238,6 +238,6 @@ def load_glean(path: str | os.PathLike) -> "GLEANStyleGANv2":
             cfg = infer_glean_config(state)
         except KeyError as exc:
             raise CheckpointError(f"{path}: incomplete GLEAN checkpoint, key {exc.args[0]!r} is missing") from None
-    model = GLEANStyleGANv2(**cfg.to_dict())
+    model = build_uninitialised(cfg)  # weights are loaded next: no random init
     load_state_dict_strict(model, state, str(path))
     return model.eval()

@@ -29,8 +29,8 @@ convolutions, as for the reference path); ``bf16``/``fp16`` store weights and ac
 type while styles and demodulation factors are computed in float32. The output is float32
 (float64 for a float64 snapshot, which the tests use).
 
-Nothing here changes process-wide state for good: :func:`keep_freed_memory_for_reuse` (glibc
-malloc) is for a program's entry point to call (the ``gleansr`` CLI does); ``cudnn.benchmark``
+Nothing here changes process-wide state for good: :func:`gleansr.tuning.keep_freed_memory_for_reuse`
+(glibc malloc) is for a program's entry point to call (the ``gleansr`` CLI does); ``cudnn.benchmark``
 is switched on only while a CUDA call runs (or a CUDA graph is captured) and then restored.
 
 Measured on the 2-core AVX-512 CPU (cat_8x, batch 1, float32, benchmarks/bench_inference.py, quiet
@@ -44,8 +44,6 @@ transposed convolution, folding the FIR blur into it (4x the products), Winograd
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import threading
 from typing import Callable, Iterator
 
@@ -181,23 +179,6 @@ def default_settings(device: str | torch.device, dtype: torch.dtype = torch.floa
     if torch.device(device).type == "cuda":
         return {"channels_last": True, "cuda_graphs": True, "winograd": False}
     return {"channels_last": True, "cuda_graphs": False, "winograd": dtype in (torch.float32, torch.float64)}
-
-
-def keep_freed_memory_for_reuse() -> bool:
-    """Make glibc's malloc keep large freed blocks for reuse instead of returning them to the OS.
-
-    glibc maps blocks above 32 MiB fresh from the kernel and unmaps them on free, so every large
-    tensor of a CPU forward pays its page faults again (measured: 14% of the float32 forward of
-    cat_8x). Raising the mmap and trim thresholds keeps such blocks in the heap. Process-wide (the
-    resident size then stays at its peak), so only a program's entry point should call it: the
-    ``gleansr`` CLI does; a library user may. Returns False where the C library has no ``mallopt``.
-    """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def build_inference_model(model: GLEANStyleGANv2, device: str | torch.device = "cpu",

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .fused import FusedConv, FusedPixelShuffle, FuseTarget, fuse
 from .rrdb import RRDBFeatureExtractor
@@ -260,6 +261,31 @@ class GLEANStyleGANv2(GLEANFlow):
     def fused(self, target: FuseTarget) -> "FusedGLEAN":
         """The frozen inference form (same function as ``set_impl("ref")``, RGB branch skipped)."""
         return FusedGLEAN(self, target)
+
+
+class _NoInitOnMeta(TorchFunctionMode):
+    """Skips in-place initialisers (``uniform_``, ``normal_``, ``mul_``, ...) on meta tensors:
+    run on "meta" they go through PyTorch's Python decompositions, which cost seconds to import."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.endswith("__") and args and isinstance(args[0], torch.Tensor) \
+                and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def build_uninitialised(config: GLEANConfig, device: str | torch.device = "cpu") -> GLEANStyleGANv2:
+    """A :class:`GLEANStyleGANv2` whose weights are about to be loaded, built without random init.
+
+    Random initialisation of the full-size models costs seconds (tens on a busy machine); here the
+    model is built on the ``meta`` device and its storage allocated on ``device`` afterwards.
+    Parameters and buffers hold whatever memory held: load a complete state dict into it,
+    strictly (``load_state_dict(..., strict=True)``; the loaders do), before anything else.
+    """
+    with torch.device("meta"), _NoInitOnMeta():
+        model = GLEANStyleGANv2(**config.to_dict())
+    return model.to_empty(device=device)
 
 
 class FusedGLEAN(GLEANFlow):

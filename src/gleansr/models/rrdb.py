@@ -11,6 +11,8 @@ RESIDUAL_SCALE = 0.2
 
 def _scaled_kaiming_(conv: nn.Conv2d, scale: float) -> None:
     # ESRGAN's init: Kaiming-normal weights shrunk by `scale` keep the deep residual trunk stable
+    if conv.weight.is_meta:  # built to be loaded (build_uninitialised): nothing to draw
+        return
     nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
     conv.weight.data.mul_(scale)
     nn.init.zeros_(conv.bias)

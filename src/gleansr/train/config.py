@@ -28,7 +28,7 @@ from ..models.glean import GLEANConfig
 from ..presets import PRESETS
 from .losses import PERCEPTUAL_VGG_INPUT_RANGE
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ..precision import PRECISIONS
 VGG_INPUT_RANGES = ("[-1,1]", "[0,1]")
 
 # Released recipes: batch per GPU (2 GPUs x 8 / 2 x 4 / 4 x 2 upstream) and LR synthesis.
