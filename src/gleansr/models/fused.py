@@ -221,6 +221,10 @@ class FusedPixelShuffle(nn.Module):
         return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
 
 
+# PyTorch's own types that :func:`fuse` knows (every other type brings a ``fused`` method)
+WALKED_TYPES = (nn.Sequential, nn.ModuleList, nn.Conv2d, nn.Linear, nn.Flatten)
+
+
 def fuse(module: nn.Module, target: FuseTarget) -> nn.Module:
     """The fused inference form of ``module`` (a new module; ``module`` is left alone).
 
