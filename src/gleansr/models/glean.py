@@ -117,14 +117,15 @@ class GLEANFlow(nn.Module):
             feats.append(block(feats[-1]))
         latent = feats[-1].view(x.shape[0], -1, self.style_channels)
         enc = feats[-2:0:-1]  # 4x4 first, in_size last
-        outs = self._bank_features(latent, enc)
+        outs = self._bank_features(latent, enc, x.dtype)
         return self._decode(enc[-1], outs[len(self.fusion_out):])  # the bank's features above in_size
 
-    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The bank driven by ``latent``, fused with ``enc`` at every resolution <= in_size.
-        Returns the output of conv1 and of every (up-sampling, plain) pair, 4x4 first."""
+    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+        """The bank driven by ``latent``, fused with ``enc`` at every resolution <= in_size, its
+        constant input in ``dtype`` (the input's). Returns the output of conv1 and of every
+        (up-sampling, plain) pair, 4x4 first."""
         conv1, *convs = self._bank_layers()
-        out = conv1(self._bank_constant(latent.shape[0], latent.dtype), latent[:, 0])
+        out = conv1(self._bank_constant(latent.shape[0], dtype), latent[:, 0])
         outs = [out]
         for j, (up_conv, conv) in enumerate(zip(convs[::2], convs[1::2])):
             if j < len(self.fusion_out):
@@ -244,8 +245,8 @@ class GLEANStyleGANv2(GLEANFlow):
         g = self.generator
         return [functools.partial(layer, noise=noise) for layer, noise in zip([g.conv1, *g.convs], g.injected_noises())]
 
-    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor]) -> list[torch.Tensor]:
-        outs = super()._bank_features(latent, enc)
+    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+        outs = super()._bank_features(latent, enc, dtype)
         if self.impl == "ref":  # upstream computes the RGB branch too (it never reaches the output)
             self._rgb_branch(outs, latent, enc)
         return outs
