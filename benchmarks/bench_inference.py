@@ -13,7 +13,7 @@ that the paths compute the same function, not image quality). Needs only torch a
 (scikit-image optional). Random weights: timing does not depend on their values. On CUDA,
 cudnn.benchmark is on for every variant (as in shared/reference/REFERENCE.md) and float32 runs
 with PyTorch's default TF32 convolutions; ``--compile`` adds torch.compile variants (slow to build).
-On CPU the glibc malloc setting of gleansr.inference is on by default (``--no-malloc-tuning``);
+On CPU the glibc malloc setting of gleansr.tuning (what the CLI does) is on by default (``--no-malloc-tuning``);
 being process-wide, it speeds the baseline up too. With 2 threads, a competing process slows every
 variant down several-fold (OpenMP threads wait for each other): compare the "min" column, or use
 ``--threads 1``. A "best isolated conv rate" line gives the convolutions' speed alone.
@@ -42,7 +42,10 @@ except ImportError:  # running from a checkout without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gleansr import create_model  # noqa: E402
-from gleansr.inference import FastGLEAN, _Conv, _StyledConv, keep_freed_memory_for_reuse  # noqa: E402
+from gleansr.inference import FastGLEAN  # noqa: E402
+from gleansr.models.fused import FusedConv, FusedStyleConv  # noqa: E402
+from gleansr.precision import torch_dtype  # noqa: E402
+from gleansr.tuning import keep_freed_memory_for_reuse  # noqa: E402
 
 # FLOPs per image of the upstream forward (shared/reference/manifests/<preset>.json: flops.flops_total;
 # convolutions, transposed convolutions, FIR filters and linear layers; 1 MAC = 2 FLOPs)
@@ -74,31 +77,31 @@ def _eager(impl: str, autocast: torch.dtype | None = None):
     return build
 
 
-def _fast(dtype: torch.dtype, channels_last: bool, compile: bool = False, cuda_graphs: bool = False,
+def _fast(precision: str, channels_last: bool, compile: bool = False, cuda_graphs: bool = False,
           winograd: bool = False):
     def build(model):
         p = next(model.parameters())
-        return FastGLEAN(model, dtype, p.device, channels_last, compile, cuda_graphs, winograd)
+        return FastGLEAN(model, torch_dtype(precision), p.device, channels_last, compile, cuda_graphs, winograd)
     return build
 
 
 def variants(device: str, compile: bool) -> list[Variant]:
     v = [Variant(BASELINE, _eager("ref")), Variant("fast-impl-fp32", _eager("fast")),
-         Variant("fastglean-fp32-nchw", _fast(torch.float32, False)),
-         Variant("fastglean-fp32-cl", _fast(torch.float32, True)),
-         Variant("fastglean-bf16-cl", _fast(torch.bfloat16, True))]
+         Variant("fastglean-fp32-nchw", _fast("fp32", False)),
+         Variant("fastglean-fp32-cl", _fast("fp32", True)),
+         Variant("fastglean-bf16-cl", _fast("bf16", True))]
     if device == "cuda":
         v[1:1] = [Variant("ref-bf16-autocast", _eager("ref", torch.bfloat16))]
-        v += [Variant("fastglean-fp32-cl-graphs", _fast(torch.float32, True, cuda_graphs=True)),
-              Variant("fastglean-bf16-cl-graphs", _fast(torch.bfloat16, True, cuda_graphs=True)),
-              Variant("fastglean-fp16-cl-graphs", _fast(torch.float16, True, cuda_graphs=True))]
+        v += [Variant("fastglean-fp32-cl-graphs", _fast("fp32", True, cuda_graphs=True)),
+              Variant("fastglean-bf16-cl-graphs", _fast("bf16", True, cuda_graphs=True)),
+              Variant("fastglean-fp16-cl-graphs", _fast("fp16", True, cuda_graphs=True))]
         if compile:
-            v += [Variant("fastglean-fp32-cl-compile-graphs", _fast(torch.float32, True, True, True)),
-                  Variant("fastglean-bf16-cl-compile-graphs", _fast(torch.bfloat16, True, True, True))]
+            v += [Variant("fastglean-fp32-cl-compile-graphs", _fast("fp32", True, True, True)),
+                  Variant("fastglean-bf16-cl-compile-graphs", _fast("bf16", True, True, True))]
         return v
-    v += [Variant("fastglean-fp32-cl-winograd", _fast(torch.float32, True, winograd=True))]
+    v += [Variant("fastglean-fp32-cl-winograd", _fast("fp32", True, winograd=True))]
     if compile:
-        v += [Variant("fastglean-fp32-cl-winograd-compile", _fast(torch.float32, True, compile=True, winograd=True))]
+        v += [Variant("fastglean-fp32-cl-winograd-compile", _fast("fp32", True, compile=True, winograd=True))]
     return v
 
 
@@ -187,13 +190,13 @@ def isolated_conv_rates(fast: FastGLEAN, x: torch.Tensor, reps: int) -> tuple[fl
     def record(mod, args):
         inp = args[0]
         w = mod.weight
-        if isinstance(mod, _StyledConv) and mod.upsample:
+        if isinstance(mod, FusedStyleConv) and mod.upsample:
             key = ("T", tuple(inp.shape), tuple(w.shape))
         else:
             key = ("C", tuple(inp.shape), tuple(w.shape), getattr(mod, "stride", 1), mod.padding)
         shapes.setdefault(key, [0])[0] += 1
 
-    hooks = [m.register_forward_pre_hook(record) for m in fast.modules() if isinstance(m, (_Conv, _StyledConv))]
+    hooks = [m.register_forward_pre_hook(record) for m in fast.modules() if isinstance(m, (FusedConv, FusedStyleConv))]
     fast(x)
     for h in hooks:
         h.remove()
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few repetitions (meant to finish in < 3 minutes on one GPU with the default presets and batches)")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=True,
-                    help="CPU: keep freed large blocks for reuse, as build_inference_model does "
+                    help="CPU: keep freed large blocks for reuse, as the gleansr CLI does "
                          "(process-wide, so the baseline gets it too)")
     ap.add_argument("--variants", help="comma-separated subset of variants to time (the baseline always runs)")
     ap.add_argument("--json", type=Path, help="write the rows to this file (atomically)")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gleansr.inference as inference
+import gleansr.models.fused as fused
 from gleansr import GLEANStyleGANv2, load_checkpoint
 from gleansr.inference import FastGLEAN, build_inference_model
 
@@ -26,7 +27,7 @@ def tiny(tiny_glean):
 @pytest.fixture
 def all_winograd(monkeypatch):
     """Route every 3x3 stride-1 convolution of the tiny model through Winograd."""
-    monkeypatch.setattr(inference, "WINOGRAD_MIN_CHANNELS", 0)
+    monkeypatch.setattr(fused, "WINOGRAD_MIN_CHANNELS", 0)
 
 
 def _input(batch=2, size=8, seed=0):
@@ -103,7 +104,9 @@ def test_default_settings_per_device():
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting exists in glibc only")
 def test_malloc_setting_is_accepted_by_glibc():
-    assert inference.keep_freed_memory_for_reuse() is True
+    from gleansr.tuning import keep_freed_memory_for_reuse
+
+    assert keep_freed_memory_for_reuse() is True
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,105 @@ def test_encoder_decoder_ablation_matches_its_module(tiny):
     for layout in LAYOUTS:
         got = FastGLEAN(ablation, torch.float64, **layout)(x)
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_one_snapshot_serves_two_threads(tiny):
+    """The snapshot holds no per-call state: concurrent calls give each caller its own answer."""
+    import threading
+
+    fast = build_inference_model(tiny, winograd=True)
+    inputs = [_input(batch=2, seed=10 + i) for i in range(2)]
+    want = [fast(x) for x in inputs]
+    got: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    start = threading.Barrier(2)
+
+    def worker(i):
+        start.wait()
+        for _ in range(5):
+            got[i].append(fast(inputs[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert len(got[i]) == 5
+        for y in got[i]:
+            torch.testing.assert_close(y, want[i], atol=0, rtol=0)
+
+
+def test_cudnn_benchmark_is_restored_after_overlapping_calls():
+    """Two overlapping CUDA calls (as from two threads: A in, B in, A out, B out) leave the flag
+    as they found it; it is on while either runs."""
+    cuda = torch.device("cuda")
+    before = torch.backends.cudnn.benchmark
+    try:
+        for start in (False, True):
+            torch.backends.cudnn.benchmark = start
+            a, b = inference._cudnn_benchmark(cuda), inference._cudnn_benchmark(cuda)
+            a.__enter__()
+            b.__enter__()
+            assert torch.backends.cudnn.benchmark is True
+            a.__exit__(None, None, None)
+            assert torch.backends.cudnn.benchmark is True
+            b.__exit__(None, None, None)
+            assert torch.backends.cudnn.benchmark is start
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_building_and_running_a_snapshot_changes_no_process_setting(tiny, monkeypatch):
+    """No malloc tuning (that is the CLI's choice) and cudnn.benchmark as it was."""
+    import ctypes
+
+    calls = []
+
+    class Libc:
+        def __init__(self, *args, **kwargs):
+            self.mallopt = lambda *a: calls.append(a) or 1
+
+    monkeypatch.setattr(ctypes, "CDLL", Libc)
+    before = torch.backends.cudnn.benchmark
+    build_inference_model(tiny)(_input())
+    assert calls == [] and torch.backends.cudnn.benchmark == before
+    from gleansr.tuning import keep_freed_memory_for_reuse
+
+    assert keep_freed_memory_for_reuse() and len(calls) == 2  # the spy sees a real call
+
+
+def test_plain_snapshot_is_traceable(tiny):
+    plain = build_inference_model(tiny.double(), precision="fp32", winograd=False, cuda_graphs=False)
+    x = _input(seed=5)
+    want = plain(x)
+    traced = torch.jit.trace(plain.net, x, check_trace=False)
+    exported = torch.export.export(plain, (x,)).module()  # what the dynamo-based ONNX exporter runs
+    for fn in (traced, exported):
+        torch.testing.assert_close(fn(x), want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(fn(_input(seed=6)), plain(_input(seed=6)), atol=1e-6, rtol=0)
+    assert build_inference_model(tiny, winograd=True).net.target.winograd
+    assert not plain.net.target.winograd
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_snapshot_serves_two_threads(tiny):
+    import threading
+
+    fast = build_inference_model(tiny, "cuda")
+    ref = build_inference_model(tiny, "cuda", cuda_graphs=False)
+    inputs = [_input(batch=2, seed=20 + i).cuda() for i in range(2)]
+    results: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+
+    def worker(i):
+        for _ in range(10):
+            results[i].append(fast(inputs[i]))
+        torch.cuda.synchronize()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        for y in results[i]:
+            torch.testing.assert_close(y, ref(inputs[i]), atol=1e-5, rtol=0)

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from .errors import GleanError
+from .tuning import keep_freed_memory_for_reuse
 
 # Explicit, ordered list: no import-time discovery.
 COMMANDS = (
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory_for_reuse()  # process-wide malloc tuning: the program's choice, made here
     try:
         return int(args._run(args) or 0)
     except GleanError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import GleanError
-from .models.glean import GLEANConfig, GLEANStyleGANv2
+from .models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES = ASSETS / "samples"  # lr/<name>.png (in_size) and hr/<name>.png (out_size), held-out fonts
@@ -200,7 +200,7 @@ def create_model(name: str, weights: WeightsArg = None, download: bool = False) 
     if config.to_dict() != entry.config.to_dict():
         raise GleanError(f"{path} holds a GLEAN {config.in_size} -> {config.out_size} with config "
                          f"{config.to_dict()}, not the {name} declared in the zoo ({entry.config.to_dict()})")
-    model = GLEANStyleGANv2(**entry.config.to_dict())
+    model = build_uninitialised(entry.config)  # weights are loaded next: no random init
     load_state_dict_strict(model, state, str(path))
     return model.eval()
 

@@ -8,7 +8,7 @@ import os
 import torch
 
 from ..errors import CheckpointError
-from ..models.glean import GLEANConfig, GLEANStyleGANv2
+from ..models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
 from .identify import Loaded, inspect
 from .strict import load_state_dict_strict
 
@@ -33,7 +33,7 @@ def load_glean_state(path: str | os.PathLike) -> tuple[GLEANConfig, dict[str, to
 def build_glean(found: Loaded) -> GLEANStyleGANv2:
     """The GLEAN generator a :class:`Loaded` describes, loaded strictly, in eval mode."""
     found = _require_glean(found)
-    model = GLEANStyleGANv2(**found.config.to_dict())
+    model = build_uninitialised(found.config)  # weights are loaded next: no random init
     load_state_dict_strict(model, found.weights, str(found.path))
     return model.eval()
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 from ..atomic import atomic_path
 from ..errors import CheckpointError, GleanError
 from ..models.discriminator import StyleGAN2Discriminator
-from ..models.glean import GLEANConfig, GLEANStyleGANv2
+from ..models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
 from .bank import DISCRIMINATOR_ARCH, GENERATOR_ARCH, BankWeights, discriminator_path
 from .configs import infer_discriminator_config
 from .mmgen import BANK_META_KEY
@@ -70,7 +70,7 @@ def _networks(state: Mapping[str, Any], source: str) -> tuple[GLEANStyleGANv2, S
         config = GLEANConfig.from_dict(state["config"]["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: not a GLEAN training checkpoint (no readable model config: {exc})") from None
-    generator = load_state_dict_strict(GLEANStyleGANv2(**config.to_dict()), state["generator"], f"{source} (generator)")
+    generator = load_state_dict_strict(build_uninitialised(config), state["generator"], f"{source} (generator)")
     group = int(state["config"].get("mbstd_group_size", 4))
     d_config = infer_discriminator_config(state["discriminator"], group_size=group)
     discriminator = load_state_dict_strict(StyleGAN2Discriminator(**d_config), state["discriminator"],

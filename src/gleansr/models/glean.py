@@ -16,14 +16,17 @@ and the decoder compute and train; the state dict keeps every key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
+from .fused import FusedConv, FusedPixelShuffle, FuseTarget, fuse
 from .rrdb import RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
 
@@ -76,12 +79,78 @@ class PixelShufflePack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.upsample_conv(x), 2)
 
+    def fused(self, target: FuseTarget) -> FusedPixelShuffle:
+        return FusedPixelShuffle(FusedConv.of(self.upsample_conv, target), target.channels_last)
+
 
 def _lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
 
 
-class GLEANStyleGANv2(nn.Module):
+class GLEANFlow(nn.Module):
+    """The GLEAN forward order, written once for the model and its fused inference form.
+
+    Subclasses hold ``config``, ``in_size``, ``style_channels``, ``encoder`` (RRDB stage first,
+    then the blocks down to 4x4 and the latent head), ``fusion_out``, ``decoder``, and say how the
+    bank starts (``_bank_constant``) and which styled layers it runs (``_bank_layers``, each
+    called as ``layer(x, w)``: conv1, then up-sampling and plain convs in turn).
+    """
+
+    config: GLEANConfig
+    in_size: int
+    style_channels: int
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():  # the trace fixes the shape
+            return
+        c, s = self.config.img_channels, self.in_size
+        if x.ndim != 4 or x.shape[1] != c or x.shape[-2:] != (s, s):
+            raise ValueError(f"GLEAN expects input of shape (N, {c}, {s}, {s}), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, in, in) [-1, 1] -> (N, C, out, out), raw (not clamped), as upstream."""
+        self.check_input(x)
+        if not self.config.latent_bank:
+            return self._decode(self.encoder[0](x), None)
+        feats = [x]
+        for block in self.encoder:
+            feats.append(block(feats[-1]))
+        latent = feats[-1].view(x.shape[0], -1, self.style_channels)
+        enc = feats[-2:0:-1]  # 4x4 first, in_size last
+        outs = self._bank_features(latent, enc, x.dtype)
+        return self._decode(enc[-1], outs[len(self.fusion_out):])  # the bank's features above in_size
+
+    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+        """The bank driven by ``latent``, fused with ``enc`` at every resolution <= in_size, its
+        constant input in ``dtype`` (the input's). Returns the output of conv1 and of every
+        (up-sampling, plain) pair, 4x4 first."""
+        conv1, *convs = self._bank_layers()
+        out = conv1(self._bank_constant(latent.shape[0], dtype), latent[:, 0])
+        outs = [out]
+        for j, (up_conv, conv) in enumerate(zip(convs[::2], convs[1::2])):
+            if j < len(self.fusion_out):
+                out = self.fusion_out[j](torch.cat([out, enc[j]], dim=1))
+            out = up_conv(out, latent[:, 2 * j + 1])
+            out = conv(out, latent[:, 2 * j + 2])
+            outs.append(out)
+        return outs
+
+    def _decode(self, hr: torch.Tensor, bank_feats: list[torch.Tensor] | None) -> torch.Tensor:
+        """From ``in_size`` up, concatenating each bank feature (zeros for the no-bank ablation)."""
+        for i, block in enumerate(self.decoder):
+            if i > 0:
+                hr = torch.cat([hr, torch.zeros_like(hr) if bank_feats is None else bank_feats[i - 1]], dim=1)
+            hr = block(hr)
+        return hr
+
+    def _bank_constant(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _bank_layers(self) -> Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        raise NotImplementedError
+
+
+class GLEANStyleGANv2(GLEANFlow):
     """GLEAN generator with MMEditing's constructor arguments and state-dict layout.
 
     ``forward(x)``: x (N, img_channels, in_size, in_size), RGB in [-1, 1] ->
@@ -169,50 +238,86 @@ class GLEANStyleGANv2(nn.Module):
         self.generator.eval()  # the bank is frozen: it has no train-time behaviour to switch on
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[-2:] != (self.in_size, self.in_size) or x.shape[1] != self.config.img_channels:
-            raise ValueError(
-                f"GLEAN expects input of shape (N, {self.config.img_channels}, {self.in_size}, {self.in_size}), "
-                f"got {tuple(x.shape)}"
-            )
-        if not self.config.latent_bank:
-            return self._decode(self.encoder[0](x), None)
-        compute_rgb = self.impl == "ref"
-        feats = []
-        feat = x
-        for block in self.encoder:
-            feat = block(feat)
-            feats.append(feat)
-        feats = feats[::-1]
-        latent = feats[0].view(x.shape[0], -1, self.style_channels)
-        enc = feats[1:]  # 4x4 first, in_size last
+    def _bank_constant(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        return self.generator.constant_input(batch).to(dtype)
 
+    def _bank_layers(self) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
         g = self.generator
-        noise = g.injected_noises()
-        out = g.conv1(g.constant_input(x.shape[0]).to(x.dtype), latent[:, 0], noise=noise[0])
-        skip = g.to_rgb1(out, latent[:, 1]) if compute_rgb else None
-        bank_feats = []
-        idx = 1
-        for up_conv, conv, n1, n2, to_rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2], g.to_rgbs):
-            if out.shape[2] <= self.in_size:
-                j = (idx - 1) // 2
-                out = self.fusion_out[j](torch.cat([out, enc[j]], dim=1))
-                if compute_rgb:
-                    skip = self.fusion_skip[j](torch.cat([skip, enc[j]], dim=1))
-            out = up_conv(out, latent[:, idx], noise=n1)
-            out = conv(out, latent[:, idx + 1], noise=n2)
-            if compute_rgb:
-                skip = to_rgb(out, latent[:, idx + 2], skip)
-            if out.shape[2] > self.in_size:
-                bank_feats.append(out)
-            idx += 2
+        return [functools.partial(layer, noise=noise) for layer, noise in zip([g.conv1, *g.convs], g.injected_noises())]
 
-        return self._decode(enc[-1], bank_feats)
+    def _bank_features(self, latent: torch.Tensor, enc: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+        outs = super()._bank_features(latent, enc, dtype)
+        if self.impl == "ref":  # upstream computes the RGB branch too (it never reaches the output)
+            self._rgb_branch(outs, latent, enc)
+        return outs
 
-    def _decode(self, hr: torch.Tensor, bank_feats: list[torch.Tensor] | None) -> torch.Tensor:
-        """From ``in_size`` up, concatenating each bank feature (zeros for the no-bank ablation)."""
-        for i, block in enumerate(self.decoder):
-            if i > 0:
-                hr = torch.cat([hr, torch.zeros_like(hr) if bank_feats is None else bank_feats[i - 1]], dim=1)
-            hr = block(hr)
-        return hr
+    def _rgb_branch(self, outs: list[torch.Tensor], latent: torch.Tensor, enc: list[torch.Tensor]) -> torch.Tensor:
+        """Upstream's RGB image of the bank (``to_rgb*``, ``fusion_skip*``), from the bank's features."""
+        g = self.generator
+        skip = g.to_rgb1(outs[0], latent[:, 1])
+        for j, (out, to_rgb) in enumerate(zip(outs[1:], g.to_rgbs)):
+            if j < len(self.fusion_skip):
+                skip = self.fusion_skip[j](torch.cat([skip, enc[j]], dim=1))
+            skip = to_rgb(out, latent[:, 2 * j + 3], skip)
+        return skip
+
+    def fused(self, target: FuseTarget) -> "FusedGLEAN":
+        """The frozen inference form (same function as ``set_impl("ref")``, RGB branch skipped)."""
+        return FusedGLEAN(self, target)
+
+
+class _NoInitOnMeta(TorchFunctionMode):
+    """Skips in-place initialisers (``uniform_``, ``normal_``, ``mul_``, ...) on meta tensors:
+    run on "meta" they go through PyTorch's Python decompositions, which cost seconds to import."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.endswith("__") and args and isinstance(args[0], torch.Tensor) \
+                and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def build_uninitialised(config: GLEANConfig, device: str | torch.device = "cpu") -> GLEANStyleGANv2:
+    """A :class:`GLEANStyleGANv2` whose weights are about to be loaded, built without random init.
+
+    Random initialisation of the full-size models costs seconds (tens on a busy machine); here the
+    model is built on the ``meta`` device and its storage allocated on ``device`` afterwards.
+    Parameters and buffers hold whatever memory held: load a complete state dict into it,
+    strictly (``load_state_dict(..., strict=True)``; the loaders do), before anything else.
+    """
+    with torch.device("meta"), _NoInitOnMeta():
+        model = GLEANStyleGANv2(**config.to_dict())
+    return model.to_empty(device=device)
+
+
+class FusedGLEAN(GLEANFlow):
+    """A :class:`GLEANStyleGANv2`'s fused inference form, built by walking the model with
+    :func:`~gleansr.models.fused.fuse`; it runs the same :class:`GLEANFlow` forward.
+
+    x (N, C, in, in) [-1, 1], any float dtype -> (N, C, out, out) float32 (float64 for a float64
+    target). Later changes to the source model are not seen: fuse it again.
+    """
+
+    def __init__(self, model: GLEANStyleGANv2, target: FuseTarget):
+        super().__init__()
+        self.config, self.target = model.config, target
+        self.in_size, self.out_size, self.style_channels = model.in_size, model.out_size, model.style_channels
+        self.decoder = fuse(model.decoder, target)
+        if model.config.latent_bank:
+            self.encoder = fuse(model.encoder, target)
+            self.fusion_out = fuse(model.fusion_out, target)
+            self.bank = model.generator.fused_synthesis(target)
+        else:  # the ablation reads only the RRDB trunk and the decoder
+            self.encoder = nn.ModuleList([fuse(model.encoder[0], target)])
+        self.requires_grad_(False)
+
+    def _bank_constant(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        return self.bank.constant(batch)
+
+    def _bank_layers(self) -> nn.ModuleList:
+        return self.bank.layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(self.target.activation(x))
+        return y.to(self.target.style_dtype).contiguous()

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import bias_leaky_relu, upfirdn2d
+from .fused import FusedConv, FuseTarget, f64
 
 
 def equalized_lr_scale(fan_in: int, gain: float = 1.0) -> float:
@@ -25,9 +26,10 @@ def equalized_lr_scale(fan_in: int, gain: float = 1.0) -> float:
 
 def make_fir_kernel(taps: Sequence[float], gain: float = 1.0) -> torch.Tensor:
     """outer(taps, taps) / sum * gain: the 2-D FIR kernel that checkpoints store."""
-    k = torch.tensor(list(taps), dtype=torch.float32)
+    # in numpy (float32, as upstream's torch code): no tensor arithmetic while building on "meta"
+    k = np.asarray(list(taps), dtype=np.float32)
     k = k[None, :] * k[:, None]
-    return k / k.sum() * gain
+    return torch.tensor(k / k.sum() * np.float32(gain))
 
 
 class PixelNorm(nn.Module):
@@ -47,7 +49,7 @@ class EqualLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, gain: float = 1.0, lr_mul: float = 1.0):
         super().__init__()
-        self.weight_orig = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.weight_orig = nn.Parameter(torch.randn(out_features, in_features).div_(lr_mul))  # in place: skipped on "meta"
         self.scale = equalized_lr_scale(in_features, gain)
         self.lr_mul = lr_mul
         self.in_features, self.out_features = in_features, out_features
@@ -100,6 +102,10 @@ class EqualConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.conv.weight.to(x.dtype), stride=self.stride, padding=self.padding)
+
+    def fused(self, target: FuseTarget) -> FusedConv:
+        """Inference form: the equalized-lr scale folded into the weight."""
+        return FusedConv(f64(self.conv.weight), None, target, self.stride, self.padding)
 
 
 class _EqualConvWeight(nn.Module):

@@ -4,9 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .fused import FusedConv, FusedDenseBlock, FuseTarget, LongSkip, ScaledResidual
+
+RESIDUAL_SCALE = 0.2
+
 
 def _scaled_kaiming_(conv: nn.Conv2d, scale: float) -> None:
     # ESRGAN's init: Kaiming-normal weights shrunk by `scale` keep the deep residual trunk stable
+    if conv.weight.is_meta:  # built to be loaded (build_uninitialised): nothing to draw
+        return
     nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
     conv.weight.data.mul_(scale)
     nn.init.zeros_(conv.bias)
@@ -28,7 +34,12 @@ class ResidualDenseBlock(nn.Module):
         feats = [x]
         for i in range(1, 5):
             feats.append(self.lrelu(getattr(self, f"conv{i}")(torch.cat(feats, 1))))
-        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
+        return self.conv5(torch.cat(feats, 1)) * RESIDUAL_SCALE + x
+
+    def fused(self, target: FuseTarget) -> FusedDenseBlock:
+        """Inference form: LeakyReLUs in the convs, the residual scale in conv5's weights."""
+        convs = [FusedConv.of(getattr(self, f"conv{i}"), target, lrelu=True) for i in range(1, 5)]
+        return FusedDenseBlock(convs, FusedConv.of(self.conv5, target, scale=RESIDUAL_SCALE))
 
 
 class RRDB(nn.Module):
@@ -41,7 +52,12 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(mid_channels, growth_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+        return self.rdb3(self.rdb2(self.rdb1(x))) * RESIDUAL_SCALE + x
+
+    def fused(self, target: FuseTarget) -> ScaledResidual:
+        """Inference form: ``x + 0.2 * rdb3(rdb2(rdb1(x)))`` in one ``add``."""
+        return ScaledResidual(nn.Sequential(*(rdb.fused(target) for rdb in (self.rdb1, self.rdb2, self.rdb3))),
+                              RESIDUAL_SCALE)
 
 
 class RRDBFeatureExtractor(nn.Module):
@@ -59,3 +75,8 @@ class RRDBFeatureExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.conv_first(x)
         return feat + self.conv_body(self.body(feat))
+
+    def fused(self, target: FuseTarget) -> LongSkip:
+        """Inference form: the same trunk with fused blocks, the long skip added in place."""
+        body = nn.Sequential(*(block.fused(target) for block in self.body))
+        return LongSkip(FusedConv.of(self.conv_first, target), body, FusedConv.of(self.conv_body, target))

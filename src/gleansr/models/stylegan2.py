@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..ops import modulated_conv2d
+from .fused import FusedStyleConv, FuseTarget, f64
 from .layers import Blur, ConstantInput, EqualLinearAct, FusedBiasLeakyReLU, NoiseInjection, PixelNorm, equalized_lr_scale
 
 UPSTREAM_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -91,6 +92,17 @@ class ModulatedStyleConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         return self.activate(self.noise_injector(self.conv(x, style), noise))
 
+    def fused(self, target: FuseTarget, noise: torch.Tensor) -> FusedStyleConv:
+        """Inference form with ``noise`` (1, 1, H, W) fixed: the equalized-lr scale in the weight,
+        the noise pre-multiplied by its weight, modulation on the activations."""
+        conv = self.conv
+        assert conv.demodulate, "the bank's style convs always demodulate"
+        lin = conv.style_modulation
+        blur = (conv.blur.kernel, conv.blur.pad) if conv.upsample else None
+        return FusedStyleConv(
+            f64(conv.weight_orig[0]) * conv.scale, f64(lin.linear.weight), f64(lin.bias) * lin.lr_mul,
+            f64(noise) * f64(self.noise_injector.weight), f64(self.activate.bias), conv.eps, target, blur)
+
 
 class ModulatedToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation) + bias, plus the up-sampled previous RGB."""
@@ -163,6 +175,12 @@ class StyleGAN2Generator(nn.Module):
             self.to_rgbs.append(ModulatedToRGB(out_ch, style_channels, upsample=True, blur_kernel=blur_kernel))
             in_ch = out_ch
 
+    def fused_synthesis(self, target: FuseTarget) -> "FusedSynthesis":
+        """The synthesis layers' inference form without the RGB branch (what GLEAN reads)."""
+        noises = self.injected_noises()
+        layers = [layer.fused(target, noise) for layer, noise in zip([self.conv1, *self.convs], noises)]
+        return FusedSynthesis(target.weight(self.constant_input.input), layers)
+
     def injected_noises(self) -> list[torch.Tensor]:
         return [getattr(self, f"injected_noise_{i}") for i in range(self.num_injected_noises)]
 
@@ -219,3 +237,16 @@ class StyleGAN2Generator(nn.Module):
         p = self.constant_input.input
         z = torch.randn(num_samples, self.style_channels, device=p.device, dtype=p.dtype)
         return self.mapping(z).mean(0, keepdim=True)
+
+
+class FusedSynthesis(nn.Module):
+    """The bank's feature path, frozen: a constant input and the styled convs (conv1, then
+    up-sampling and plain convs in turn), each called as ``layer(x, w)`` with its noise fixed."""
+
+    def __init__(self, constant_input: torch.Tensor, layers: list[FusedStyleConv]):
+        super().__init__()
+        self.register_buffer("constant_input", constant_input, persistent=False)
+        self.layers = nn.ModuleList(layers)
+
+    def constant(self, batch: int) -> torch.Tensor:
+        return self.constant_input.expand(batch, -1, -1, -1)

@@ -20,7 +20,7 @@ from ..errors import GleanError
 from ..models.glean import GLEANStyleGANv2
 from .images import LoadedImage
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..precision import PRECISIONS
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -27,7 +27,7 @@ from ..errors import GleanError
 from ..models.glean import GLEANConfig
 from ..zoo import ZOO, get_entry, unknown_model_message
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ..precision import PRECISIONS
 VGG_INPUT_RANGES = ("[-1,1]", "[0,1]")
 
 # Fields that may differ between a checkpoint and the command that resumes it: cadence and
