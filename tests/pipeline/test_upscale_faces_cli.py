@@ -21,8 +21,12 @@ def test_photo_with_and_without_faces(tmp_path, capsys):
     weights = save_safetensors(g, tmp_path / "face.safetensors", config=g.config.to_dict())
     Image.fromarray(data.astronaut()).save(tmp_path / "astro.png")
     Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
-    rc = main(["upscale", str(tmp_path / "astro.png"), str(tmp_path / "coffee.png"), "-o", str(tmp_path / "out"),
-               "--weights", str(weights), "--faces", "--scale", "2", "--draw-boxes", "--face-landmarks", "5"])
+    args = ["upscale", str(tmp_path / "astro.png"), str(tmp_path / "coffee.png"), "-o", str(tmp_path / "out"),
+            "--weights", str(weights), "--faces", "--scale", "2", "--draw-boxes", "--face-landmarks", "5"]
+    assert main(args) == 2  # a file is a face model only when the user says so
+    assert "cannot tell whether it is a face model; if it was trained on aligned" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    rc = main(args + ["--face-model-ok"])
     err = capsys.readouterr().err
     assert rc == 0
     assert "astro.png: 1 of 1 face(s) restored" in err

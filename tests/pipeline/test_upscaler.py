@@ -31,9 +31,11 @@ def test_exact_size_input_is_used_as_is(up, tiny_glean):
     assert np.abs(sr.astype(int) - want).max() <= 1  # fast path vs reference path, rounding
 
 
-def test_other_sizes_are_cropped_and_matlab_resized(up, tiny_glean):
+def test_larger_inputs_are_refused_unless_resize_any(up, tiny_glean):
+    with pytest.raises(GleanError, match="image is 451x300, larger than the 8x8 input of the model: .*resize='any'"):
+        up.upscale(data.chelsea())
     photo = data.chelsea()  # 300 x 451
-    sr = up.upscale(photo)
+    sr = Upscaler(tiny_glean, device="cpu", resize="any").upscale(photo)
     assert sr.shape == (32, 32, 3)
     off = (451 - 300) // 2
     lr = imresize(photo[:, off:off + 300].astype(np.float32) / 255, output_shape=(8, 8))
@@ -42,15 +44,25 @@ def test_other_sizes_are_cropped_and_matlab_resized(up, tiny_glean):
     assert np.abs(sr.astype(int) - want).max() <= 1
 
 
-def test_no_resize_refuses_other_sizes(tiny_glean):
-    up = Upscaler(tiny_glean, device="cpu", resize=False)
-    with pytest.raises(GleanError, match="is 451x300, the model takes exactly 8x8"):
-        up.upscale(data.chelsea())
+def test_smaller_inputs_are_cropped_and_enlarged(up, tiny_glean):
+    small = data.astronaut()[100:105, 200:206]  # 6 x 5: centre 5 x 5, enlarged to 8 x 8
+    sr = up.upscale(small)
+    lr = imresize(small[:, :5].astype(np.float32) / 255, output_shape=(8, 8))
+    want = np.rint(direct(tiny_glean, (np.rint(np.clip(lr, 0, 1) * 255) / 255).astype(np.float32)) * 255)
+    assert sr.shape == (32, 32, 3) and np.abs(sr.astype(int) - want).max() <= 1
+
+
+def test_exact_refuses_other_sizes(tiny_glean):
+    up = Upscaler(tiny_glean, device="cpu", resize="exact")
+    with pytest.raises(GleanError, match="is 6x5, the model takes exactly 8x8"):
+        up.upscale(data.astronaut()[:5, :6])
+    with pytest.raises(GleanError, match="resize must be one of exact, up, any"):
+        Upscaler(tiny_glean, resize=True)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P"])
 def test_pil_modes_round_trip(up, mode):
-    im = Image.fromarray(data.astronaut()).resize((16, 16)).convert(mode)
+    im = Image.fromarray(data.astronaut()).resize((8, 8)).convert(mode)
     out = up.upscale(im)
     assert isinstance(out, Image.Image) and out.size == (32, 32)
     expected_mode = {"P": "RGB"}.get(mode, mode)
@@ -96,5 +108,7 @@ def test_bad_arrays_are_clear_errors(up):
 def test_bad_precision_and_model(tiny_glean, tmp_path):
     with pytest.raises(GleanError, match="precision"):
         Upscaler(tiny_glean, precision="fp8")
-    with pytest.raises(GleanError, match="neither a model name"):
+    with pytest.raises(GleanError, match="weights file .*missing.pth does not exist"):
         Upscaler(str(tmp_path / "missing.pth"))
+    with pytest.raises(GleanError, match="did you mean 'glean_cat_8x'"):
+        Upscaler("glean_cat8x")
