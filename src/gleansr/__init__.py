@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported when the name is first used)
 _LAZY = {
+    "GleanError": "gleansr.errors",
     "Upscaler": "gleansr.pipeline.upscaler",
     "create_model": "gleansr.pipeline.zoo_bridge",
     "load_model": "gleansr.pipeline.zoo_bridge",

@@ -96,7 +96,18 @@ def load_model(name_or_path: str | os.PathLike, download: bool = False):
 
 
 def create_model(name: str, weights=None, download: bool = False):
-    """Build zoo model ``name`` (see :func:`gleansr.presets.create_model`)."""
+    """Build zoo model ``name``: random weights (None), its own (``"pretrained"``) or a file's."""
     from ..presets import create_model as create
+    from ..zoo_local import BUNDLED, load_bundled
 
-    return create(name, weights=weights, download=download)
+    if name not in BUNDLED:
+        return create(name, weights=weights, download=download)
+    if str(weights) == "pretrained":
+        return load_bundled(name)
+    from ..checkpoints import load_checkpoint
+    from ..models.glean import GLEANStyleGANv2
+
+    model = GLEANStyleGANv2(**BUNDLED[name].config.to_dict())
+    if weights is not None:
+        load_checkpoint(model, weights, prefix="generator.")
+    return model
