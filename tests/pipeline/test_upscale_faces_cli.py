@@ -42,3 +42,22 @@ def test_photo_with_and_without_faces(tmp_path, capsys):
     want = bicubic_upscale(data.coffee().astype(np.float32) / 255, 2)
     assert np.abs(coffee - want).max() <= 1 / 255 + 1e-6
     assert (tmp_path / "out" / "astro_x2_faces.png").is_file()
+
+
+def test_upscale_photo_is_the_library_face_path(tmp_path):
+    """What `--faces` runs, from Python: the same inputs as Upscaler.upscale, the kind given back."""
+    from gleansr.errors import GleanError
+    from gleansr.pipeline.upscaler import Upscaler
+
+    torch.manual_seed(0)
+    g = GLEANStyleGANv2(in_size=16, out_size=64, rrdb_channels=8, num_rrdbs=1, style_channels=16, num_mlps=2,
+                        channel_max=16)
+    with pytest.raises(GleanError, match="not a face model"):
+        Upscaler(g, device="cpu").upscale_photo(data.astronaut())
+    up = Upscaler(g, device="cpu", face_model=True)
+    result = up.upscale_photo(data.astronaut(), 2, landmarks="5")
+    assert result.image.dtype == np.uint8 and result.image.shape == (1024, 1024, 3)
+    assert len(result.restored) == 1 and result.messages[-1] == "1 of 1 face(s) restored by the face model"
+    Image.fromarray(data.astronaut()).save(tmp_path / "astro.png")
+    again = up.upscale_photo(tmp_path / "astro.png", 2, landmarks="5")
+    assert isinstance(again.image, Image.Image) and np.array_equal(np.asarray(again.image), result.image)

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         args.suffix = f"_x{scale}"
     items, target = _inputs(args, tally, say)
     if not (args.faces or args.resize or args.no_resize):
-        _refuse_large(items, in_size, describe(entry))
+        _refuse_large(items, in_size, describe(entry) if entry else os.path.basename(source))
     upscaler = upscaler or build()
     mine = shard(items, rank, world)
     if args.faces:
