@@ -23,7 +23,6 @@ import torch
 
 from gleansr.atomic import atomic_write_bytes
 from gleansr.loading import load_glean
-from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.data.datasets import list_images, read_rgb
 from gleansr.data.imresize import imresize
 from gleansr.metrics import psnr, ssim
@@ -77,7 +76,7 @@ def evaluate(hr_root: Path, models: dict[str, Path], limit: int | None, device: 
         outputs = {"bicubic": [imresize(lr, output_shape=(out_size, out_size)) for lr in lrs]}
         with torch.no_grad():
             for name, up in upscalers.items():
-                outputs[name] = list(tensor_to_uint8(up.run(uint8_to_tensor(lrs))))
+                outputs[name] = list(up.sr_uint8(lrs))
         for name, images in outputs.items():
             scores[name]["psnr"] += [psnr(sr, hr) for sr, hr in zip(images, hrs)]
             scores[name]["ssim"] += [ssim(sr, hr) for sr, hr in zip(images, hrs)]

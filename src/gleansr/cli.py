@@ -1,6 +1,10 @@
 """The ``gleansr`` command line: one module per sub-command under ``gleansr.commands``.
 
-Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``,
+and imports nothing heavy at module level. ``gleansr --help`` is answered from the table below
+without importing any command; otherwise only the chosen command's module is imported, so help
+and argument errors come back without loading PyTorch. A command module that fails to import is
+an error naming the command, never a silently missing command.
 User errors (:class:`gleansr.errors.GleanError`) become one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -8,46 +12,74 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 from typing import Sequence
 
 from .errors import GleanError
 from .tuning import keep_freed_memory_for_reuse
 
-# Explicit, ordered list: no import-time discovery.
-COMMANDS = (
-    "demo",
-    "data",
-    "verify",
-    "upscale",
-    "models",
-    "eval",
-    "make_lr",
-    "train",
-    "export",
-    "bank",
-    "convert",
-)
+# NAME -> (module under gleansr.commands, one-line help); tests check it against each module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "super-resolve the bundled sample glyphs with the bundled model and compare with bicubic"),
+    "data": ("data", "build offline data sets (glyph images rendered from font files)"),
+    "verify": ("verify", "check the models against the upstream MMEditing parity fixture (offline)"),
+    "upscale": ("upscale", "super-resolve images (files, folders, globs) with a GLEAN model"),
+    "models": ("models", "list the available models and whether their weights are present"),
+    "eval": ("eval", "evaluate a model on HR images (PSNR, SSIM, MAE; optional LPIPS/FID) with MMEditing's "
+             "definitions"),
+    "make-lr": ("make_lr", "Make LR images from HR images with MATLAB-style bicubic downscaling (as GLEAN was "
+                "trained)."),
+    "train": ("train", "Train a GLEAN model (presets' recipes or a config file); rerun the same command to resume."),
+    "export": ("export", "Export a training checkpoint (or a run folder's latest) as an MMEditing .pth or a "
+               ".safetensors file."),
+    "bank": ("bank", "Train a StyleGAN2 latent bank on your own images, or sample one."),
+    "convert": ("convert", "Convert a StyleGAN2 bank (MMGeneration .pth, rosinality .pt, NVIDIA .pkl) to "
+                "safetensors."),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class CommandImportError(GleanError):
+    """A command's module cannot be imported: a broken installation, not a user mistake."""
+
+
+def load_command(name: str) -> ModuleType:
+    """The module of command ``name``; CommandImportError saying why it cannot be imported."""
+    module = f"gleansr.commands.{COMMANDS[name][0]}"
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+        raise CommandImportError(f"command {name!r} cannot be loaded ({module}: {type(exc).__name__}: {exc}); "
+                                 "the installation is broken, reinstall gleansr") from exc
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line (the first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with every command listed and only ``command``'s module imported and wired
+    (None: none imported, enough for ``gleansr --help``)."""
     parser = argparse.ArgumentParser(prog="gleansr", description="GLEAN large-factor super-resolution.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"gleansr.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"gleansr.commands.{name}":
-                continue  # command not built yet
-            raise
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            mod = load_command(name)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _chosen(argv)
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+    except CommandImportError as exc:
+        print(f"gleansr: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     keep_freed_memory_for_reuse()  # process-wide malloc tuning: the program's choice, made here
     try:

@@ -146,6 +146,11 @@ def get_entry(name: str) -> ModelEntry:
     return ZOO[name]
 
 
+def face_model_names() -> list[str]:
+    """The models that take aligned face crops: the only ones ``--faces`` accepts."""
+    return [name for name, entry in ZOO.items() if entry.face_model]
+
+
 def unknown_model_message(name: str) -> str:
     """'unknown model ...; did you mean ...?' with the closest zoo name, if one is close."""
     close = difflib.get_close_matches(str(name), list(ZOO), n=1, cutoff=0.6)

@@ -12,6 +12,7 @@ import skimage.data
 import skimage.transform
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy import ndimage
 
 from gleansr.errors import GleanError
@@ -292,8 +293,21 @@ def test_a_wrong_face_model_output_is_reported():
     enhancer = FaceEnhancer(bicubic_face_model(100), 64, 128)
     with pytest.raises(ValueError, match=r"sr_fn returned shape \(1, 100, 100, 3\)"):
         enhancer.enhance(ASTRONAUT, 2)
-    with pytest.raises(ValueError, match="photo must be float"):
-        enhancer.enhance(skimage.data.astronaut(), 2)
+    with pytest.raises(GleanError, match="unsupported array dtype"):
+        enhancer.enhance(skimage.data.astronaut().astype(np.int32), 2)
+
+
+def test_the_photo_goes_in_as_the_upscaler_takes_it(tmp_path):
+    """uint8, PIL and a path give the float result, rounded, back as the kind given."""
+    enhancer = FaceEnhancer(bicubic_face_model(128), 64, 128)
+    want = np.rint(enhancer.enhance(ASTRONAUT, 1).image * 255)
+    u8 = enhancer.enhance(skimage.data.astronaut(), 1)
+    assert u8.image.dtype == np.uint8 and np.array_equal(u8.image, want)
+    assert u8.restored and u8.loaded.rgb.dtype == np.float32
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    for photo in (tmp_path / "astronaut.png", Image.open(tmp_path / "astronaut.png")):
+        result = enhancer.enhance(photo, 1)
+        assert isinstance(result.image, Image.Image) and np.array_equal(np.asarray(result.image), want)
 
 
 def test_debug_drawing_and_saved_crops(tmp_path, group):

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from gleansr.errors import GleanError
-from gleansr.pipeline.files import InputFile, check_outputs, collect_inputs, output_path, shard
+from gleansr.pipeline.files import (InputFile, check_outputs, collect_inputs, drop_own_outputs, gather_inputs,
+                                   output_path, shard)
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_a_named_file_is_taken_whatever_its_extension(tree):
     [
         ("missing.png", "input missing.png does not exist"),
         ("photos/*.gif", r"input pattern photos/\*.gif matches no"),
-        ("wrapper", "input folder wrapper holds no .*recursive"),
+        ("wrapper", "input folder wrapper holds no .*use -r to search its sub-folders"),
     ],
 )
 def test_a_spec_that_yields_nothing_is_an_error_naming_it(tree, spec, message):
@@ -72,6 +73,27 @@ def test_a_spec_that_yields_nothing_is_an_error_naming_it(tree, spec, message):
     assert names(collect_inputs(["wrapper"], recursive=True)) == ["wrapper/inner/f.png"]
     with pytest.raises(GleanError, match=message):
         collect_inputs(["photos/b.png", spec])
+
+
+def test_gather_reports_each_spec_that_yields_nothing_and_keeps_the_rest(tree):
+    items, problems = gather_inputs(["missing.png", "photos", "photos/*.gif"])
+    assert names(items) == ["photos/a.JPG", "photos/b.png"]
+    assert problems == ["input missing.png does not exist",
+                        "input pattern photos/*.gif matches no .png/.tif/.tiff/.webp/.bmp/.jpg/.jpeg images"]
+
+
+def test_earlier_outputs_among_the_inputs_are_told_apart(tree):
+    (tree / "photos" / "b_x8.png").write_bytes(b"x")  # written by an earlier run next to b.png
+    (tree / "photos" / "a_x8.png").write_bytes(b"x")  # a.JPG's result when it had to become PNG
+    (tree / "photos" / "z_x8.png").write_bytes(b"x")  # no input of that name: a user's own file
+    items = collect_inputs(["photos"])
+
+    def targets(item):
+        return {output_path(item.path, item.path.parent), output_path(item.path, item.path.parent, alpha=True)}
+
+    kept, earlier = drop_own_outputs(items, targets)
+    assert names(kept) == ["photos/a.JPG", "photos/b.png", "photos/z_x8.png"]
+    assert names(earlier) == ["photos/a_x8.png", "photos/b_x8.png"]
 
 
 def test_output_keeps_sub_folders_under_the_base(tmp_path):

@@ -39,7 +39,7 @@ def digest(folder):
 
 def test_folder_recursive_outputs_and_inputs_untouched(tmp_path, inputs, weights, capsys):
     before = digest(inputs)
-    rc = main(["upscale", str(inputs), "-r", "-o", str(tmp_path / "out"), "--weights", weights, "--quiet"])
+    rc = main(["upscale", str(inputs), "-r", "-o", str(tmp_path / "out"), "--weights", weights, "--quiet", "--resize"])
     assert rc == 0
     assert digest(inputs) == before
     out = tmp_path / "out"
@@ -74,7 +74,7 @@ def test_bad_files_are_reported_and_the_rest_go_on(tmp_path, inputs, weights, ca
     good = (inputs / "cat.jpg").read_bytes()
     (inputs / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (inputs / "empty.png").write_bytes(b"")
-    rc = main(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--weights", weights, "--quiet"])
+    rc = main(["upscale", str(inputs), "-o", str(tmp_path / "out"), "--weights", weights, "--quiet", "--resize"])
     err = capsys.readouterr().err
     assert rc == 1
     for name in ("broken.png", "truncated.jpg", "empty.png"):

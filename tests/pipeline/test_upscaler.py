@@ -31,9 +31,11 @@ def test_exact_size_input_is_used_as_is(up, tiny_glean):
     assert np.abs(sr.astype(int) - want).max() <= 1  # fast path vs reference path, rounding
 
 
-def test_other_sizes_are_cropped_and_matlab_resized(up, tiny_glean):
+def test_larger_inputs_are_refused_unless_resize_any(up, tiny_glean):
+    with pytest.raises(GleanError, match="image is 451x300, larger than the 8x8 input of the model: .*resize='any'"):
+        up.upscale(data.chelsea())
     photo = data.chelsea()  # 300 x 451
-    sr = up.upscale(photo)
+    sr = Upscaler(tiny_glean, device="cpu", resize="any").upscale(photo)
     assert sr.shape == (32, 32, 3)
     off = (451 - 300) // 2
     lr = imresize(photo[:, off:off + 300].astype(np.float32) / 255, output_shape=(8, 8))
@@ -42,15 +44,25 @@ def test_other_sizes_are_cropped_and_matlab_resized(up, tiny_glean):
     assert np.abs(sr.astype(int) - want).max() <= 1
 
 
-def test_no_resize_refuses_other_sizes(tiny_glean):
-    up = Upscaler(tiny_glean, device="cpu", resize=False)
-    with pytest.raises(GleanError, match="is 451x300, the model takes exactly 8x8"):
-        up.upscale(data.chelsea())
+def test_smaller_inputs_are_cropped_and_enlarged(up, tiny_glean):
+    small = data.astronaut()[100:105, 200:206]  # 6 x 5: centre 5 x 5, enlarged to 8 x 8
+    sr = up.upscale(small)
+    lr = imresize(small[:, :5].astype(np.float32) / 255, output_shape=(8, 8))
+    want = np.rint(direct(tiny_glean, (np.rint(np.clip(lr, 0, 1) * 255) / 255).astype(np.float32)) * 255)
+    assert sr.shape == (32, 32, 3) and np.abs(sr.astype(int) - want).max() <= 1
+
+
+def test_exact_refuses_other_sizes(tiny_glean):
+    up = Upscaler(tiny_glean, device="cpu", resize="exact")
+    with pytest.raises(GleanError, match="is 6x5, the model takes exactly 8x8"):
+        up.upscale(data.astronaut()[:5, :6])
+    with pytest.raises(GleanError, match="resize must be one of exact, up, any"):
+        Upscaler(tiny_glean, resize=True)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P"])
 def test_pil_modes_round_trip(up, mode):
-    im = Image.fromarray(data.astronaut()).resize((16, 16)).convert(mode)
+    im = Image.fromarray(data.astronaut()).resize((8, 8)).convert(mode)
     out = up.upscale(im)
     assert isinstance(out, Image.Image) and out.size == (32, 32)
     expected_mode = {"P": "RGB"}.get(mode, mode)
@@ -98,3 +110,96 @@ def test_bad_precision_and_model(tiny_glean, tmp_path):
         Upscaler(tiny_glean, precision="fp8")
     with pytest.raises(GleanError, match="weights file not found: .*missing.pth"):
         Upscaler(str(tmp_path / "missing.pth"))
+    with pytest.raises(GleanError, match="did you mean 'glean_cat_8x'"):
+        Upscaler("glean_cat8x")
+
+
+def test_one_upscaler_shared_by_threads_gives_the_serial_results(up):
+    """A web server shares one Upscaler: the model run is locked, the rest runs in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photo = data.astronaut()
+    images = [photo[i * 37 % 500:i * 37 % 500 + 8, i * 53 % 500:i * 53 % 500 + 8] for i in range(24)]
+    serial = [up.upscale(im) for im in images]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parallel = list(pool.map(up.upscale, images))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel))
+
+
+def test_run_is_the_numpy_runner_contract(up, tiny_glean):
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
+    y = up.run(x)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (3, 3, 32, 32)
+    with torch.no_grad():
+        want = tiny_glean.set_impl("ref")(torch.from_numpy(x)).numpy()
+    assert np.abs(y - want).max() < 1e-4
+    lrs = data.astronaut()[None, :8, :8]
+    want_u8 = np.rint(np.clip((up.run((lrs.transpose(0, 3, 1, 2) / 255 - 0.5).astype(np.float32) * 2) + 1) / 2, 0, 1)
+                      * 255).transpose(0, 2, 3, 1)
+    assert np.array_equal(up.sr_uint8(lrs), want_u8.astype(np.uint8))
+
+
+def test_a_zoo_model_knows_its_entry_and_only_face_models_do_whole_photos(up):
+    glyphs = Upscaler("glean_glyphs_8x", device="cpu")
+    assert (glyphs.entry.name, glyphs.entry.domain, glyphs.entry.face_model) == ("glean_glyphs_8x", "glyphs", False)
+    assert (glyphs.in_size, glyphs.out_size, glyphs.scale) == (16, 128, 8)
+    with pytest.raises(GleanError, match="large.*glean_glyphs_8x \\(glyphs: text glyphs"):
+        glyphs.upscale(data.astronaut())
+    with pytest.raises(GleanError, match="glean_glyphs_8x is a glyphs model, not a face model.*glean_ffhq_16x"):
+        glyphs.upscale_photo(data.astronaut())
+    assert up.entry is None and not up.face_model
+    with pytest.raises(GleanError, match="not a face model"):
+        up.upscale_photo(data.astronaut())
+
+
+def test_importing_the_upscaler_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, gleansr.pipeline.upscaler, gleansr.pipeline.inmemory; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_onnx_backend_uses_the_onnx_runner(tiny_glean, tmp_path, monkeypatch):
+    """The hook: OnnxRunner(path) supplies sizes, name and the run (here one made from the tiny model)."""
+    import sys
+    import types
+
+    from gleansr.loading import save_safetensors
+
+    path = save_safetensors(tiny_glean, tmp_path / "tiny.safetensors", config=tiny_glean.config.to_dict())
+
+    class OnnxRunner:
+        def __init__(self, file):
+            self.model = Upscaler(file, device="cpu")
+            self.in_size, self.out_size, self.scale, self.name, self.meta = 8, 32, 4, "tiny", {}
+
+        def __call__(self, x):
+            return self.model.run(x)
+
+    monkeypatch.setitem(sys.modules, "gleansr.onnx.runtime", types.SimpleNamespace(OnnxRunner=OnnxRunner))
+    onnx = Upscaler(path, backend="onnx")
+    assert (onnx.in_size, onnx.out_size, onnx.entry) == (8, 32, None)
+    lr = data.astronaut()[:8, :8]
+    assert np.array_equal(onnx.upscale(lr), Upscaler(path, device="cpu").upscale(lr))
+    with pytest.raises(GleanError, match="ONNX model .*missing.onnx does not exist"):
+        Upscaler(tmp_path / "missing.onnx", backend="onnx")
+
+
+def test_onnx_backend_without_its_parts_is_one_clear_error(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "gleansr.onnx.runtime", None)  # gleansr.onnx missing
+    with pytest.raises(GleanError, match="needs gleansr's ONNX support"):
+        Upscaler(tmp_path / "m.onnx", backend="onnx")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "runtime.py").write_text("import onnxruntime\n")
+    package = types.ModuleType("gleansr.onnx")
+    package.__path__ = [str(tmp_path / "pkg")]
+    monkeypatch.setitem(sys.modules, "gleansr.onnx", package)
+    monkeypatch.delitem(sys.modules, "gleansr.onnx.runtime")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(GleanError, match=r"needs onnxruntime: pip install 'gleansr\[onnx\]'"):
+        Upscaler(tmp_path / "m.onnx", backend="onnx")

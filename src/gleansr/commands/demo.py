@@ -77,7 +77,6 @@ def comparison(lr: np.ndarray, upscaled: list[np.ndarray], labels: list[str]) ->
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.convert import tensor_to_uint8, uint8_to_tensor
     from ..data.imresize import imresize
     from ..errors import GleanError
     from ..metrics import psnr, ssim
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             raise GleanError(f"sample {name} is {lr.shape[0]} -> {hr.shape[0]} px; the model is "
                              f"{up.in_size} -> {up.out_size}")
     with torch.no_grad():
-        srs = tensor_to_uint8(up.run(uint8_to_tensor(np.stack(lrs))))
+        srs = up.sr_uint8(np.stack(lrs))
     rows = []
     for (name, _, _), lr, hr, sr in zip(pairs, lrs, hrs, srs):
         bicubic = imresize(lr, output_shape=hr.shape[:2])

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..atomic import atomic_write_bytes
-    from ..data.convert import tensor_to_uint8, uint8_to_tensor
+    from ..data.convert import uint8_to_tensor
     from ..data.imresize import imresize
     from ..errors import GleanError
     from ..metrics import mae, psnr, ssim
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             hrs.append(hr)
             lrs.append(_lr_for(item.path, lr_dir, hr, scale))
         with torch.no_grad():
-            srs = tensor_to_uint8(up.run(uint8_to_tensor(np.stack(lrs))))
+            srs = up.sr_uint8(np.stack(lrs))
         for item, hr, lr, sr in zip(chunk, hrs, lrs, srs):
             bic = imresize(lr, output_shape=(size, size))
             row = {"image": item.path.name}

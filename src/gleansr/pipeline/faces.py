@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,8 @@ from PIL import Image, ImageDraw
 from ..errors import GleanError
 from . import face_align as fa
 from .face_detect import FaceDetector, to_uint8
-from .images import save_image
+from .images import LoadedImage, save_image
+from .inmemory import from_loaded, to_loaded
 
 SrFn = Callable[[np.ndarray], np.ndarray]
 BackgroundFn = Callable[[np.ndarray, int], np.ndarray]
@@ -61,9 +64,15 @@ class FaceInfo:
 
 @dataclass
 class FaceResult:
-    """The upscaled photo (H*scale, W*scale, 3) float32, every detected face, and messages."""
+    """The upscaled photo, every detected face, and messages.
 
-    image: np.ndarray
+    ``image``: the photo upscaled, as the kind :meth:`FaceEnhancer.enhance` was given (PIL for PIL
+    images and paths, else a numpy array of the input's dtype). ``loaded``: the same as a
+    LoadedImage (float32 (H*scale, W*scale, 3) in [0, 1], alpha, bit depth, metadata) for saving.
+    """
+
+    image: object
+    loaded: LoadedImage
     faces: list[FaceInfo] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
@@ -125,6 +134,7 @@ class FaceEnhancer:
         self.min_face = in_size / 4 if min_face is None else min_face
         self.feather, self.erode = feather, erode
         self.keep_crops, self.batch_size = keep_crops, batch_size
+        self._detecting = threading.Lock()  # one detector, shared by the threads using this enhancer
 
     @property
     def licence_note(self) -> str:
@@ -136,7 +146,9 @@ class FaceEnhancer:
         """Detected faces with their FFHQ crops, before any choice or size check."""
         h, w = photo.shape[:2]
         faces = []
-        for i, det in enumerate(self.detector.detect(photo)):
+        with self._detecting:
+            detections = self.detector.detect(photo)
+        for i, det in enumerate(detections):
             quad = fa.ffhq_quad(fa.keypoints_from_landmarks(det.landmarks))
             faces.append(FaceInfo(index=i, box=det.box, score=det.score, landmarks=det.landmarks, quad=quad,
                                   crop_size=fa.quad_side(quad), to_aligned=fa.quad_to_square(quad, self.in_size),
@@ -190,22 +202,36 @@ class FaceEnhancer:
         canvas[y0:y1, x0:x1] = mask * np.clip(warped, 0.0, 1.0) + (1.0 - mask) * region
 
     # -- the whole photo ----------------------------------------------------------------------
-    def enhance(self, photo: np.ndarray, scale: int) -> FaceResult:
-        """Upscale ``photo`` (H, W, 3) float in [0, 1] by the integer ``scale``, faces by the model."""
-        if photo.ndim != 3 or photo.shape[2] != 3 or not np.issubdtype(photo.dtype, np.floating):
-            raise ValueError(f"photo must be float (H, W, 3) in [0, 1], got {photo.dtype} {photo.shape}")
+    def enhance(self, photo, scale: int) -> FaceResult:
+        """Upscale ``photo`` by the integer ``scale``, faces by the model. ``photo``: what the
+        Upscaler takes (PIL image, numpy uint8/uint16/float in [0, 1], or a file path); alpha
+        is upscaled bicubic, grayscale stays grayscale."""
+        from ..data.imresize import imresize
+
         if int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale}")
-        photo = np.ascontiguousarray(photo, dtype=np.float32)
+            raise GleanError(f"scale must be a positive integer, got {scale}")
+        source = to_loaded(photo)
+        h, w = source.rgb.shape[:2]
+        canvas, faces, messages = self._enhance_rgb(np.ascontiguousarray(source.rgb, dtype=np.float32), scale)
+        if source.grayscale:
+            canvas = np.repeat(canvas.mean(axis=2, keepdims=True), 3, axis=2)
+        alpha = None
+        if source.alpha is not None:
+            alpha = np.clip(imresize(source.alpha, output_shape=(h * scale, w * scale)), 0, 1).astype(np.float32)
+        loaded = LoadedImage(rgb=canvas, alpha=alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
+                             mode=source.mode, format=source.format, icc_profile=source.icc_profile,
+                             exif=source.exif)
+        return FaceResult(from_loaded(loaded, photo), loaded, faces, messages)
+
+    def _enhance_rgb(self, photo: np.ndarray, scale: int) -> tuple[np.ndarray, list[FaceInfo], list[str]]:
+        """(H, W, 3) float32 -> the upscaled canvas, the faces found, the messages."""
         h, w = photo.shape[:2]
         canvas = np.array(self.background(photo, scale), dtype=np.float32)
         if canvas.shape != (h * scale, w * scale, 3):
             raise ValueError(f"background upscaler returned {canvas.shape}; expected {(h * scale, w * scale, 3)}")
         faces = self.find_faces(photo)
-        result = FaceResult(canvas, faces)
         if not faces:
-            result.messages.append("no face found: the whole photo was upscaled by the background upscaler")
-            return result
+            return canvas, faces, ["no face found: the whole photo was upscaled by the background upscaler"]
         chosen = self._choose(faces, h, w)
         for start in range(0, len(chosen), self.batch_size):  # only one batch of SR crops in memory
             batch = chosen[start:start + self.batch_size]
@@ -218,12 +244,14 @@ class FaceEnhancer:
                                  f"more than the model's {self.out_size} px")
                 if self.keep_crops:
                     face.aligned, face.sr = crop, sr
+        messages = []
         for face in faces:
             if face.note:
                 verb = "restored, " if face.restored else "left to the background upscaler: "
-                result.messages.append(f"face {face.index} at {_box_text(face.box)}: {verb}{face.note}")
-        result.messages.append(f"{len(result.restored)} of {len(faces)} face(s) restored by the face model")
-        return result
+                messages.append(f"face {face.index} at {_box_text(face.box)}: {verb}{face.note}")
+        restored = sum(face.restored for face in faces)
+        messages.append(f"{restored} of {len(faces)} face(s) restored by the face model")
+        return canvas, faces, messages
 
 
 def _box_text(box: tuple[float, float, float, float]) -> str:

@@ -12,7 +12,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from ..errors import GleanError
 from .images import FORMATS, format_can_hold
@@ -63,7 +63,7 @@ def _expand(spec: str, recursive: bool) -> list[InputFile]:
     if path.is_dir():
         images = _folder_images(path, recursive)
         if not images:
-            hint = "" if recursive else " (use recursive search for images in sub-folders)"
+            hint = "" if recursive else " (use -r to search its sub-folders)"
             raise GleanError(f"input folder {spec} holds no {'/'.join(FORMATS)} images{hint}")
         return [InputFile(p, path) for p in images]
     if _GLOB_CHARACTERS & set(spec):
@@ -76,19 +76,43 @@ def _expand(spec: str, recursive: bool) -> list[InputFile]:
     raise GleanError(f"input {spec} does not exist")
 
 
-def collect_inputs(specs: Sequence[str], recursive: bool = False) -> list[InputFile]:
-    """Expand files, folders and glob patterns (``**`` included) into a sorted list of images.
+def gather_inputs(specs: Sequence[str], recursive: bool = False) -> tuple[list[InputFile], list[str]]:
+    """Expand files, folders and glob patterns (``**`` included) into a sorted list of images,
+    and one message for each spec that yields nothing (missing, empty, matching nothing).
 
     A named file is taken whatever its extension (reading it reports what is wrong); folders and
     patterns yield only files with an image extension. Files reached twice are kept once, with
     the first spec's base; the order is sorted by path, the same in every process.
-    Raises GleanError naming any spec that yields nothing.
     """
     seen: dict[Path, InputFile] = {}
+    problems = []
     for spec in specs:
-        for item in _expand(spec, recursive):
+        try:
+            found = _expand(spec, recursive)
+        except GleanError as exc:
+            problems.append(str(exc))
+            continue
+        for item in found:
             seen.setdefault(item.path.resolve(), item)
-    return sorted(seen.values(), key=lambda item: item.path.as_posix())
+    return sorted(seen.values(), key=lambda item: item.path.as_posix()), problems
+
+
+def collect_inputs(specs: Sequence[str], recursive: bool = False) -> list[InputFile]:
+    """:func:`gather_inputs`, strict: GleanError naming the first spec that yields nothing."""
+    items, problems = gather_inputs(specs, recursive)
+    if problems:
+        raise GleanError(problems[0])
+    return items
+
+
+def drop_own_outputs(items: Sequence[InputFile], targets: Callable[[InputFile], Sequence[Path]]
+                     ) -> tuple[list[InputFile], list[InputFile]]:
+    """(inputs, earlier outputs): an input that is where another input's result goes
+    (``targets(item)``: every path its output may take) is an earlier output of the same
+    command, so a rerun over a folder skips it instead of upscaling its own results."""
+    outputs = {t.resolve() for item in items for t in targets(item)}
+    kept = [item for item in items if item.path.resolve() not in outputs]
+    return kept, [item for item in items if item.path.resolve() in outputs]
 
 
 def output_path(

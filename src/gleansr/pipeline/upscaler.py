@@ -1,30 +1,43 @@
 """The Python API for super-resolving images: :class:`Upscaler`.
 
-GLEAN models are fixed-size. An image of exactly ``in_size`` goes in as it is; any other
-size is centre-cropped to a square (when its aspect ratio differs) and brought to
-``in_size`` with MATLAB-style bicubic (the resize the models were trained with; OpenCV/PIL
-bicubic gives visibly worse results), unless ``resize=False``. Alpha is upscaled separately
-(bicubic) and re-attached; grayscale stays grayscale; 16-bit stays 16-bit.
+GLEAN models are fixed-size and restore small images of one kind (the model's domain). An image
+of exactly ``in_size`` goes in as it is. With ``resize="up"`` (the default) an image whose
+shorter side is at most ``in_size`` is centre-cropped to a square and brought to ``in_size`` with
+MATLAB-style bicubic (the resize the models were trained with); a larger one is refused with a
+message, since shrinking it to the model's input would throw most of it away: ``resize="any"``
+shrinks it anyway, ``resize="exact"`` takes only ``in_size``. Whole photos of faces go through
+:meth:`Upscaler.upscale_photo` with a face model. Alpha is upscaled separately (bicubic) and
+re-attached; grayscale stays grayscale; 16-bit stays 16-bit.
+
+The model run is a *runner*: ``(N, 3, in, in)`` float32 in [-1, 1] -> ``(N, 3, out, out)`` float32
+raw output, numpy in and out; PyTorch (``backend="torch"``) or ONNX Runtime (``backend="onnx"``).
+One lock around it makes an Upscaler safe to share between threads (the CUDA-graph snapshot is
+not re-entrant); preparing inputs runs in parallel. Importing this module does not import torch.
 """
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from ..data.imresize import imresize
 from ..errors import GleanError
-from ..models.glean import GLEANStyleGANv2
-from .images import LoadedImage
-
 from ..precision import PRECISIONS
+from .images import LoadedImage
+from .inmemory import from_loaded, to_loaded
+
+Runner = Callable[[np.ndarray], np.ndarray]
+RESIZE = ("exact", "up", "any")
+BACKENDS = ("torch", "onnx")
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str = "auto"):
     """``auto`` -> the first CUDA device if present, else CPU; ``cuda`` without CUDA is an error."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -33,13 +46,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def resolve_model(model_or_preset: GLEANStyleGANv2 | str | os.PathLike, download: bool = False) -> GLEANStyleGANv2:
-    """A ready GLEAN from a module, a zoo name (its weights) or any file the loader reads."""
-    from ..zoo import load_model
+def describe(entry) -> str:
+    """How messages name a model: ``glean_glyphs_8x (glyphs: text glyphs, black on white)``."""
+    return "the model" if entry is None else f"{entry.name} ({entry.domain}: {entry.input_kind})"
 
-    if isinstance(model_or_preset, GLEANStyleGANv2):
-        return model_or_preset
-    return load_model(model_or_preset, download=download)
+
+def too_large(name: str, w: int, h: int, model: str, in_size: int, force: str, faces: str) -> str:
+    """The one-line refusal for an input larger than the model's input (``force``/``faces``: how
+    the caller shrinks anyway / treats a face photo)."""
+    return (f"{name} is {w}x{h}, larger than the {in_size}x{in_size} input of {model}: GLEAN restores small "
+            f"images of one kind, and shrinking this one to {in_size}x{in_size} would throw most of it away; "
+            f"for photos of faces use {faces}, to shrink it anyway use {force}, "
+            "and `gleansr models` lists the models with their domains")
 
 
 def _center_square(a: np.ndarray) -> np.ndarray:
@@ -65,74 +83,137 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def make_runner(model: GLEANStyleGANv2, device: torch.device, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x in [-1, 1] (N, 3, in, in) float32 -> raw model output float32, on ``device``: the fast
-    inference snapshot (:mod:`gleansr.inference`), same function as the reference path."""
+def torch_runner(model, device, precision: str) -> Runner:
+    """The fast inference snapshot (:mod:`gleansr.inference`) as a numpy runner."""
+    import torch
+
     from ..inference import build_inference_model
 
-    return build_inference_model(model, device=device, precision=precision)
+    net = build_inference_model(model, device=device, precision=precision)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            y = net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return y.float().cpu().numpy()
+
+    return run
+
+
+def onnx_runner(path: str | os.PathLike):
+    """``gleansr.onnx.runtime.OnnxRunner`` for ``path``; GleanError when ONNX support is missing."""
+    try:
+        from ..onnx.runtime import OnnxRunner
+    except ModuleNotFoundError as exc:
+        if exc.name == "onnxruntime":
+            raise GleanError("backend 'onnx' needs onnxruntime: pip install 'gleansr[onnx]'") from None
+        if exc.name and exc.name.startswith("gleansr.onnx"):
+            raise GleanError("backend 'onnx' needs gleansr's ONNX support (gleansr.onnx), "
+                             "which this installation lacks; use backend 'torch'") from None
+        raise
+    if not Path(path).is_file():
+        raise GleanError(f"ONNX model {path} does not exist")
+    return OnnxRunner(str(path))
 
 
 class Upscaler:
     """Super-resolve images with a GLEAN model.
 
     Args:
-        model_or_preset: a GLEANStyleGANv2, a preset name, or a path to any GLEAN checkpoint.
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        precision: ``fp32`` | ``bf16`` | ``fp16``.
-        resize: bring other sizes to ``in_size`` (centre crop + MATLAB bicubic); False: error.
-        download: allow fetching a preset's release weights.
+        model: a zoo model name (e.g. ``"glean_glyphs_8x"``), a path to any GLEAN weights file, a
+            GLEANStyleGANv2, or with ``backend="onnx"`` an exported ``.onnx`` file.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (torch backend).
+        precision: one of :data:`gleansr.precision.PRECISIONS` (torch backend).
+        resize: ``up`` (default): inputs no larger than ``in_size`` are cropped and resized, larger
+            ones refused; ``any``: larger ones are shrunk too; ``exact``: only ``in_size``.
+        download: allow fetching a zoo model's release weights.
+        face_model: the model takes aligned face crops (needed by :meth:`upscale_photo`); default:
+            what the zoo says, False for files and modules.
 
-    ``run(x)`` is the bare model call: x (N, 3, in, in) in [-1, 1] -> raw float32 output.
+    ``entry``: the model's zoo facts (domain, face_model, sizes) when built from a zoo name.
+    ``run(x)`` is the bare, locked model call (the runner contract in the module docstring).
     """
 
-    def __init__(self, model_or_preset: GLEANStyleGANv2 | str | os.PathLike, device: str = "auto",
-                 precision: str = "fp32", resize: bool = True, download: bool = False):
+    def __init__(self, model, device: str = "auto", precision: str = "fp32", resize: str = "up",
+                 download: bool = False, backend: str = "torch", face_model: bool | None = None):
         if precision not in PRECISIONS:
             raise GleanError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.model = resolve_model(model_or_preset, download=download).eval()
-        self.device = pick_device(device)
-        self.precision = precision
-        self.resize = resize
-        self.in_size, self.out_size = self.model.in_size, self.model.out_size
-        self.run = make_runner(self.model, self.device, precision)
+        if resize not in RESIZE:
+            raise GleanError(f"resize must be one of {', '.join(RESIZE)}, got {resize!r}")
+        if backend not in BACKENDS:
+            raise GleanError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.precision, self.resize, self.backend = precision, resize, backend
+        self.entry, self.model = None, None
+        if backend == "onnx":
+            from .. import zoo
+
+            self._runner = onnx_runner(model)
+            self.name, self.device = self._runner.name, device
+            self.in_size, self.out_size = self._runner.in_size, self._runner.out_size
+            if self.name in zoo.ZOO:
+                self.entry = zoo.get_entry(self.name)
+        else:
+            self.model, self.entry, self.name = _resolve(model, download)
+            self.model.eval()
+            self.device = pick_device(device)
+            self.in_size, self.out_size = self.model.in_size, self.model.out_size
+            self._runner = torch_runner(self.model, self.device, precision)
+        self.face_model = bool(self.entry and self.entry.face_model) if face_model is None else face_model
+        self._lock = threading.Lock()
+        self._enhancers: dict = {}
 
     @property
     def scale(self) -> int:
         return self.out_size // self.in_size
 
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """x (N, 3, in, in) float32 in [-1, 1] -> raw output (N, 3, out, out) float32; thread-safe."""
+        with self._lock:
+            return np.asarray(self._runner(x), dtype=np.float32)
+
     # -- preparing inputs ---------------------------------------------------------------
     def prepare(self, image: LoadedImage, name: str = "image") -> Prepared:
-        """Crop/resize to ``in_size`` as the models were trained (see module docstring)."""
+        """Crop/resize to ``in_size`` as the models were trained (see the module docstring)."""
         rgb, alpha = image.rgb, image.alpha
         h, w = rgb.shape[:2]
         notes = []
-        if (h, w) != (self.in_size, self.in_size):
-            if not self.resize:
-                raise GleanError(f"{name} is {w}x{h}, the model takes exactly {self.in_size}x{self.in_size} "
-                                 "(drop --no-resize to crop and resize it)")
-            if h != w:
-                rgb = _center_square(rgb)
-                alpha = None if alpha is None else _center_square(alpha)
-                notes.append(f"centre-cropped {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
-            s = rgb.shape[0]
-            rgb = _quantize_like(imresize(rgb, output_shape=(self.in_size, self.in_size)), image.bit_depth)
-            if alpha is not None:
-                alpha = np.clip(imresize(alpha, output_shape=(self.in_size, self.in_size)), 0, 1)
-            notes.append(f"resized {s}x{s} to {self.in_size}x{self.in_size} (MATLAB bicubic)")
+        if (h, w) == (self.in_size, self.in_size):
+            return Prepared(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image, notes)
+        if self.resize == "exact":
+            raise GleanError(f"{name} is {w}x{h}, the model takes exactly {self.in_size}x{self.in_size}")
+        if self.resize == "up" and min(h, w) > self.in_size:
+            raise GleanError(too_large(name, w, h, describe(self.entry), self.in_size,
+                                       force="resize='any'", faces="upscale_photo() with a face model"))
+        if h != w:
+            rgb = _center_square(rgb)
+            alpha = None if alpha is None else _center_square(alpha)
+            notes.append(f"centre-cropped {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
+        from ..data.imresize import imresize
+
+        s, size = rgb.shape[0], (self.in_size, self.in_size)
+        rgb = _quantize_like(imresize(rgb, output_shape=size), image.bit_depth)
+        if alpha is not None:
+            alpha = np.clip(imresize(alpha, output_shape=size), 0, 1)
+        notes.append(f"resized {s}x{s} to {self.in_size}x{self.in_size} (MATLAB bicubic)")
         return Prepared(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image, notes)
 
     # -- running the model ----------------------------------------------------------------
-    @torch.no_grad()
     def sr_arrays(self, rgbs: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """(N, in, in, 3) float in [0, 1] -> (N, out, out, 3) float32 in [0, 1] (the face pipeline's ``sr_fn``)."""
-        x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
+        """(N, in, in, 3) float in [0, 1] -> (N, out, out, 3) float32 in [0, 1] (the face path's ``sr_fn``)."""
+        x = np.stack(rgbs).astype(np.float32).transpose(0, 3, 1, 2)
         y = self.run((x - 0.5) / 0.5)
-        y = ((y.float() + 1) / 2).clamp_(0, 1)
-        return y.permute(0, 2, 3, 1).cpu().numpy()
+        return np.clip((y + 1) / 2, 0, 1).transpose(0, 2, 3, 1)
+
+    def sr_uint8(self, lrs: np.ndarray) -> np.ndarray:
+        """uint8 (N, in, in, 3) -> uint8 (N, out, out, 3), the restorer's mapping (for evaluation)."""
+        if lrs.dtype != np.uint8 or lrs.ndim != 4 or lrs.shape[1:] != (self.in_size, self.in_size, 3):
+            raise GleanError(f"expected uint8 (N, {self.in_size}, {self.in_size}, 3), got {lrs.dtype} {lrs.shape}")
+        y = self.run((lrs.astype(np.float32).transpose(0, 3, 1, 2) / 255 - 0.5) * 2)
+        return np.rint(np.clip((y + 1) / 2, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
     def upscale_prepared(self, batch: Sequence[Prepared]) -> list[LoadedImage]:
         """SR results (out_size, float [0, 1]) keeping each source's alpha, bit depth and mode."""
+        from ..data.imresize import imresize
+
         srs = self.sr_arrays([p.rgb for p in batch])
         results = []
         for p, sr in zip(batch, srs):
@@ -146,78 +227,61 @@ class Upscaler:
                                        icc_profile=p.source.icc_profile, exif=p.source.exif))
         return results
 
-    def face_enhancer(self, **options):
-        """A :class:`~gleansr.pipeline.faces.FaceEnhancer` whose face model is this upscaler
-        (for whole photos with a face model); ``options`` go to FaceEnhancer."""
-        from .faces import FaceEnhancer
-
-        return FaceEnhancer(self.sr_arrays, self.in_size, self.out_size, **options)
-
     def upscale(self, image):
-        """Super-resolve one PIL image or numpy array (H, W, 3|4 or H, W; uint8, uint16 or float in
-        [0, 1]); returns the same kind (PIL mode / numpy dtype kept)."""
+        """Super-resolve one image: PIL, numpy (H, W[, 1-4]; uint8, uint16 or float in [0, 1]) or a
+        file path; returns the same kind (a PIL image for a path)."""
         return self.upscale_batch([image])[0]
 
     def upscale_batch(self, images: Sequence, batch_size: int = 8) -> list:
         """Super-resolve several images, ``batch_size`` at a time."""
-        loaded = [to_loaded(im) for im in images]
         out: list = []
-        for i in range(0, len(loaded), batch_size):
-            chunk = loaded[i:i + batch_size]
-            results = self.upscale_prepared([self.prepare(im) for im in chunk])
-            out += [from_loaded(r, like) for r, like in zip(results, images[i:i + batch_size])]
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            prepared = [self.prepare(to_loaded(im), _label(im)) for im in chunk]
+            out += [from_loaded(r, like) for r, like in zip(self.upscale_prepared(prepared), chunk)]
         return out
 
+    # -- whole photos with a face model ------------------------------------------------------
+    def face_enhancer(self, **options):
+        """A :class:`~gleansr.pipeline.faces.FaceEnhancer` whose face model is this upscaler;
+        ``options`` go to FaceEnhancer. GleanError unless this is a face model."""
+        if not self.face_model:
+            what = f"{self.entry.name} is a {self.entry.domain} model" if self.entry else "this model is not known"
+            from ..zoo import face_model_names
 
-# -- in-memory images <-> LoadedImage ------------------------------------------------------
-def to_loaded(image) -> LoadedImage:
-    """A PIL image or numpy array as a LoadedImage (float32 [0, 1])."""
-    from PIL import Image
+            faces = ", ".join(face_model_names())
+            raise GleanError(f"{what}, not a face model: whole photos need a model of aligned face crops "
+                             f"({faces}), or face_model=True for your own")
+        from .faces import FaceEnhancer
 
-    if isinstance(image, Image.Image):
-        from .images import image_from_pil
+        return FaceEnhancer(self.sr_arrays, self.in_size, self.out_size, **options)
 
-        return image_from_pil(image)
-    a = np.asarray(image)
-    if a.dtype == np.uint8:
-        f, depth = a.astype(np.float32) / 255, 8
-    elif a.dtype == np.uint16:
-        f, depth = a.astype(np.float32) / 65535, 16
-    elif np.issubdtype(a.dtype, np.floating):
-        f, depth = np.clip(a.astype(np.float32), 0, 1), 16
-    else:
-        raise GleanError(f"unsupported array dtype {a.dtype}; use uint8, uint16 or float in [0, 1]")
-    if f.ndim == 2:
-        f = f[..., None]
-    if f.ndim != 3 or f.shape[2] not in (1, 2, 3, 4):
-        raise GleanError(f"unsupported array shape {a.shape}; use (H, W), (H, W, 3) or (H, W, 4)")
-    c = f.shape[2]
-    has_alpha = c in (2, 4)
-    colour = f[..., : c - has_alpha]
-    return LoadedImage(rgb=np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else np.ascontiguousarray(colour),
-                       alpha=f[..., -1].copy() if has_alpha else None, bit_depth=depth, grayscale=c <= 2,
-                       mode=f"array{c}", format=None)
+    def upscale_photo(self, photo, scale: int | None = None, **options):
+        """A whole photo upscaled by ``scale`` (default: the model's), its faces by the model and
+        the rest bicubic: a :class:`~gleansr.pipeline.faces.FaceResult`. ``photo``: what
+        :meth:`upscale` takes; ``options``: FaceEnhancer's (``only``, ``min_face``, ``landmarks``,
+        ...). The enhancer (face detector included) is built once per set of options."""
+        key = tuple(sorted(options.items()))
+        with self._lock:
+            enhancer = self._enhancers.get(key)
+        if enhancer is None:
+            enhancer = self.face_enhancer(**options)
+            with self._lock:
+                enhancer = self._enhancers.setdefault(key, enhancer)
+        return enhancer.enhance(photo, scale or self.scale)
 
 
-def from_loaded(result: LoadedImage, like):
-    """Turn a result back into the kind of object the caller passed in."""
-    from PIL import Image
+def _label(image) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else "image"
 
-    planes = [result.rgb[..., :1] if result.grayscale else result.rgb]
-    if result.alpha is not None:
-        planes.append(result.alpha[..., None])
-    f = np.concatenate(planes, axis=2)
-    if isinstance(like, Image.Image):
-        u8 = np.rint(f * 255).astype(np.uint8)
-        if f.shape[2] == 1 and result.bit_depth == 16:
-            return Image.fromarray(np.rint(f[..., 0] * 65535).astype(np.uint16))
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[f.shape[2]]
-        return Image.fromarray(u8[..., 0] if mode == "L" else u8, mode=mode)
-    a = np.asarray(like)
-    if a.ndim == 2:
-        f = f[..., 0]
-    if a.dtype == np.uint8:
-        return np.rint(f * 255).astype(np.uint8)
-    if a.dtype == np.uint16:
-        return np.rint(f * 65535).astype(np.uint16)
-    return f.astype(a.dtype)
+
+def _resolve(model, download: bool):
+    """(GLEAN module, zoo entry or None, name) from a module, a zoo name or any file the loader reads."""
+    from .. import zoo
+    from ..models.glean import GLEANStyleGANv2
+
+    if isinstance(model, GLEANStyleGANv2):
+        return model, None, "model"
+    name = str(model)
+    entry = zoo.ZOO.get(name)
+    return zoo.load_model(name, download=download), entry, name if entry else Path(name).name
