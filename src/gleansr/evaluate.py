@@ -82,10 +82,14 @@ def _lr_for(hr: np.ndarray, lr: np.ndarray | None, scale: int, name: str) -> np.
 
 def _triples(hr_images: Iterable[np.ndarray], lr_images: Iterable[np.ndarray] | None,
              names: Iterable[str] | None, scale: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, hr, lr) per image, read lazily; lengths must agree."""
-    names_it = iter(names) if names is not None else (f"image {i}" for i in itertools.count())
+    """(name, hr, lr) per image, read lazily; lengths must agree (a ValueError otherwise)."""
     lrs: Iterable[np.ndarray | None] = itertools.repeat(None) if lr_images is None else lr_images
-    for hr, lr, name in zip(hr_images, lrs, names_it, strict=lr_images is not None):
+    pairs = zip(hr_images, lrs, strict=lr_images is not None)
+    if names is None:
+        named = ((f"image {i}", hr, lr) for i, (hr, lr) in enumerate(pairs))
+    else:
+        named = ((name, hr, lr) for (hr, lr), name in zip(pairs, names, strict=True))
+    for name, hr, lr in named:
         for what, img in (("HR", hr), ("LR", lr)):
             if img is not None and (img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3):
                 raise ValueError(f"{name}: {what} must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
@@ -218,7 +222,7 @@ def evaluate_dataset(sr_fn: SRFn, dataset: Any, *, crop_border: int = 0, batch_s
     def items() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for index in range(len(dataset)):
             item = dataset[index]
-            hr, lr = tensor_to_uint8(torch.stack([item["hr"]]))[0], tensor_to_uint8(torch.stack([item["lr"]]))[0]
+            hr, lr = (np.ascontiguousarray(tensor_to_uint8(item[key][None])[0]) for key in ("hr", "lr"))
             yield item["name"], hr, lr
 
     with torch.random.fork_rng(devices=[]):
