@@ -110,8 +110,10 @@ def test_training_validation_matches_the_generator_and_leaves_the_rng(tmp_path, 
     torch.manual_seed(5)
     state = torch.get_rng_state()
     seen = []
-    report = evaluate_dataset(module_sr_fn(tiny_glean.eval()), dataset, batch_size=2, each=seen.append)
+    report = evaluate_dataset(module_sr_fn(tiny_glean.train()), dataset, batch_size=2, each=seen.append)
     assert torch.equal(torch.get_rng_state(), state)
+    assert tiny_glean.training  # run in eval mode, its mode given back
+    tiny_glean.eval()
     assert report.names == ["0", "1", "2"] and [r.name for r in seen] == report.names
     for name, row in zip(report.names, report.scores):
         hr = np.asarray(Image.open(tmp_path / f"{name}.png"))

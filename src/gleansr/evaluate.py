@@ -192,8 +192,9 @@ def upscaler_sr_fn(upscaler: Any) -> SRFn:
 
 
 def module_sr_fn(module: Any, device: Any = "cpu", autocast: Callable[[], Any] | None = None) -> SRFn:
-    """A torch module mapping (N, 3, h, w) in [-1, 1] to raw GLEAN output as an ``sr_fn``,
-    run without gradients inside ``autocast()`` when given (training validation's generator)."""
+    """A torch module mapping (N, 3, h, w) in [-1, 1] to raw GLEAN output as an ``sr_fn`` (training
+    validation's generator): run in eval mode (its mode restored after), without gradients,
+    inside ``autocast()`` when given."""
     import contextlib
 
     import torch
@@ -201,8 +202,13 @@ def module_sr_fn(module: Any, device: Any = "cpu", autocast: Callable[[], Any] |
     from .data.convert import tensor_to_uint8, uint8_to_tensor
 
     def sr_fn(lrs: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
-            return tensor_to_uint8(module(uint8_to_tensor(lrs).to(device)).float())
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
+                return tensor_to_uint8(module(uint8_to_tensor(lrs).to(device)).float())
+        finally:
+            module.train(was_training)
 
     return sr_fn
 
