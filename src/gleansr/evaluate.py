@@ -9,7 +9,6 @@ bicubic upscaling of the same LR as the baseline. PSNR / SSIM / MAE are taken on
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -107,8 +106,9 @@ def _super_resolve(sr_fn: SRFn, lrs: list[np.ndarray], hrs: list[np.ndarray], na
     return srs
 
 
-def _score_batch(batch: list[tuple[str, np.ndarray, np.ndarray]], sr_fn: SRFn, crop_border: int,
+def _score_batch(batch: list[tuple[str, np.ndarray, np.ndarray]], start: int, sr_fn: SRFn, crop_border: int,
                  lpips: Callable | None, features: dict[str, list] | None, fid: Callable | None) -> list[ImageResult]:
+    """Super-resolve one batch and score it; images are numbered from ``start``."""
     names, hrs, lrs = (list(column) for column in zip(*batch))
     outputs = {"sr": _super_resolve(sr_fn, lrs, hrs, names),
                "bicubic": np.stack([imresize(lr, output_shape=hr.shape[:2]) for lr, hr in zip(lrs, hrs)])}
@@ -124,8 +124,8 @@ def _score_batch(batch: list[tuple[str, np.ndarray, np.ndarray]], sr_fn: SRFn, c
     if features is not None and fid is not None:
         for tag, images in (("hr", hr_stack), *outputs.items()):
             features[tag].append(np.asarray(fid(images), dtype=np.float64))
-    return [ImageResult(0, name, lr, hr, sr, bic, row)
-            for name, lr, hr, sr, bic, row in zip(names, lrs, hrs, outputs["sr"], outputs["bicubic"], scores)]
+    return [ImageResult(start + i, *fields)
+            for i, fields in enumerate(zip(names, lrs, hrs, outputs["sr"], outputs["bicubic"], scores))]
 
 
 def _finite_mean(values: list[float]) -> float:
@@ -154,8 +154,7 @@ def evaluate(sr_fn: SRFn, hr_images: Iterable[np.ndarray], *, lr_images: Iterabl
     features: dict[str, list] | None = {"hr": [], "sr": [], "bicubic": []} if fid is not None else None
     results_names, scores = [], []
     while batch := list(itertools.islice(triples, batch_size)):
-        for result in _score_batch(batch, sr_fn, crop_border, lpips, features, fid):
-            result = dataclasses.replace(result, index=len(scores))
+        for result in _score_batch(batch, len(scores), sr_fn, crop_border, lpips, features, fid):
             results_names.append(result.name)
             scores.append(result.scores)
             if each is not None:

@@ -10,7 +10,7 @@ from PIL import Image
 from gleansr.commands.eval import _read_hr, _read_lr
 from gleansr.data.convert import tensor_to_uint8
 from gleansr.data.datasets import HRFolderDataset, PairedFolderDataset
-from gleansr.pipeline.images import encode_image, read_rgb_uint8, save_image, to_uint8
+from gleansr.pipeline.images import center_square, encode_image, read_rgb_uint8, save_image, to_uint8
 
 RNG = np.random.default_rng(12)
 SIZE = 8
@@ -104,3 +104,13 @@ def test_writer_takes_uint8_as_it_is_and_gray_2d(tmp_path):
         assert im.mode == "L"
         np.testing.assert_array_equal(np.asarray(im), gray)
     assert encode_image(pixels, ".png") == (tmp_path / "u8.png").read_bytes()
+    with pytest.raises(ValueError, match="uint8 or float"):
+        encode_image(pixels.astype(np.uint16), ".png")
+
+
+def test_center_square_keeps_the_middle():
+    wide = np.arange(3 * 8).reshape(3, 8)
+    np.testing.assert_array_equal(center_square(wide), wide[:, 2:5])
+    tall = np.arange(7 * 4 * 2).reshape(7, 4, 2)
+    np.testing.assert_array_equal(center_square(tall), tall[1:5])
+    assert center_square(tall).base is not None  # a view, no copy

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise GleanError(f"--batch-size must be at least 1, got {args.batch_size}")
     items = collect_inputs(args.hr, recursive=args.recursive)
+    if args.fid and len(items) < 2:
+        raise GleanError(f"--fid needs at least 2 HR images, got {len(items)}")
     save = _sr_saver(args.save_sr, items, args.overwrite)
     lpips, fid = _perceptual(args, pick_device(args.device))
     up = Upscaler(args.weights or args.model, device=args.device, precision=args.precision, download=args.download)

@@ -298,6 +298,8 @@ def _as_float_rgb(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     """(H, W, 3) or (H, W) pixels, uint8 or float in [0, 1] -> float (H, W, 3) and whether gray."""
     if rgb.dtype == np.uint8:
         rgb = rgb.astype(np.float32) / 255  # exact: to_uint8 gives the same bytes back
+    elif not np.issubdtype(rgb.dtype, np.floating):
+        raise ValueError(f"pixels must be uint8 or float in [0, 1], got {rgb.dtype}")
     if rgb.ndim == 2:
         return rgb[..., None].repeat(3, axis=2), True
     if rgb.ndim != 3 or rgb.shape[2] != 3:
