@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gleansr.atomic import atomic_write_bytes
 from gleansr.loading import load_glean
-from gleansr.data.datasets import list_images, read_rgb
-from gleansr.data.imresize import imresize
-from gleansr.metrics import psnr, ssim
+from gleansr.data.datasets import list_images
+from gleansr.evaluate import evaluate
+from gleansr.pipeline.images import read_rgb_uint8
 from gleansr.pipeline.upscaler import Upscaler
 
 BOOTSTRAP_ROUNDS = 2000
@@ -57,7 +56,15 @@ def font_bootstrap(diffs: np.ndarray, fonts: list[str], seed: int = 0) -> tuple[
     return float(low), float(high)
 
 
-def evaluate(hr_root: Path, models: dict[str, Path], limit: int | None, device: str, batch_size: int) -> dict:
+def _hr_images(hr_root: Path, files: list[Path], size: int):
+    for f in files:
+        hr = read_rgb_uint8(hr_root / f)
+        if hr.shape[:2] != (size, size):
+            raise SystemExit(f"{hr_root / f}: images must be {size}x{size}")
+        yield hr
+
+
+def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, device: str, batch_size: int) -> dict:
     files = list_images(hr_root)
     if limit is not None and limit < len(files):
         files = [files[i * len(files) // limit] for i in range(limit)]
@@ -66,22 +73,14 @@ def evaluate(hr_root: Path, models: dict[str, Path], limit: int | None, device: 
     if len(sizes) != 1:
         raise SystemExit(f"the models differ in size: {sorted(sizes)}")
     (in_size, out_size), = sizes
-    scores: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": []} for m in ["bicubic", *models]}
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        hrs = [read_rgb(hr_root / f) for f in chunk]
-        if any(h.shape[:2] != (out_size, out_size) for h in hrs):
-            raise SystemExit(f"{hr_root}: images must be {out_size}x{out_size}")
-        lrs = np.stack([imresize(h, scale=in_size / out_size) for h in hrs])
-        outputs = {"bicubic": [imresize(lr, output_shape=(out_size, out_size)) for lr in lrs]}
-        with torch.no_grad():
-            for name, up in upscalers.items():
-                outputs[name] = list(up.sr_uint8(lrs))
-        for name, images in outputs.items():
-            scores[name]["psnr"] += [psnr(sr, hr) for sr, hr in zip(images, hrs)]
-            scores[name]["ssim"] += [ssim(sr, hr) for sr, hr in zip(images, hrs)]
-        print(f"\r{start + len(chunk)}/{len(files)} images", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for name, up in upscalers.items():  # one pass per model over the same MATLAB-bicubic LR
+        report = evaluate(up.sr_uint8, _hr_images(hr_root, files, out_size), scale=up.scale,
+                          batch_size=batch_size)
+        for method, label in (("bicubic", "bicubic"), ("sr", name)):
+            scores[label] = {m: [row[f"{method}_{m}"] for row in report.scores] for m in ("psnr", "ssim")}
+        print(f"{name}: {len(files)} images", file=sys.stderr)
+    scores = {"bicubic": scores.pop("bicubic"), **scores}
     fonts = [f.parts[0] for f in files]
     first = next(iter(models))
     result = {"images": len(files), "fonts": len(set(fonts)), "scale": out_size // in_size,
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or name == "bicubic" or name in models:
             raise SystemExit(f"--model expects a new NAME=PATH (not 'bicubic'), got {item!r}")
         models[name] = Path(path)
-    result = evaluate(args.hr, models, args.limit, args.device, args.batch_size)
+    result = compare_models(args.hr, models, args.limit, args.device, args.batch_size)
     text = markdown(result)
     print(text)
     if args.markdown:

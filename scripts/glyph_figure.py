@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from gleansr.atomic import atomic_write_bytes
 from gleansr.loading import load_glean
-from gleansr.commands.demo import _uint8, comparison, sample_pairs
+from gleansr.commands.demo import comparison, sample_pairs
 from gleansr.data.imresize import imresize
 from gleansr.metrics import psnr
+from gleansr.pipeline.images import read_rgb_uint8, save_image
 from gleansr.pipeline.upscaler import Upscaler
 from gleansr.zoo import SAMPLES
 
@@ -38,16 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = Upscaler(load_glean(path), device="cpu")
     rows = []
     for _, lr_path, hr_path in sample_pairs(SAMPLES)[: args.samples]:
-        lr, hr = _uint8(lr_path), _uint8(hr_path)
+        lr, hr = read_rgb_uint8(lr_path), read_rgb_uint8(hr_path)
         outputs = {"bicubic": imresize(lr, output_shape=hr.shape[:2])}
         outputs |= {name: up.upscale(lr) for name, up in models.items()}
         labels = [f"LR x{hr.shape[0] // lr.shape[0]} (nearest)"]
         labels += [f"{name} {psnr(out, hr):.2f} dB" for name, out in outputs.items()] + ["original"]
         rows.append(comparison(lr, [*outputs.values(), hr], labels))
     figure = np.concatenate(rows, axis=0)
-    buffer = BytesIO()
-    Image.fromarray(figure).save(buffer, format="PNG", optimize=True)
-    atomic_write_bytes(args.output, buffer.getvalue(), overwrite=True)
+    save_image(args.output, figure, overwrite=True)
     print(f"wrote {args.output} ({figure.shape[1]}x{figure.shape[0]})")
     return 0
 

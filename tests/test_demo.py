@@ -97,19 +97,53 @@ def test_demo_writes_results_and_a_parsable_table(tiny_bundle, tmp_path, capsys)
         assert compare.size == (4 * 128 + 3 * 4, 128 + 18)
         panels = np.asarray(compare.convert("RGB"))[18:]
         assert np.array_equal(panels[:, 3 * 132:], hr) and np.array_equal(panels[:, 2 * 132:2 * 132 + 128], sr)
-    assert len(list(out.iterdir())) == 3 * len(pairs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([".gleansr-demo.json"] + [
+        f"{name}_{kind}.png" for name, _, _ in pairs for kind in ("glean", "bicubic", "compare")])
 
 
-def test_demo_never_overwrites_unless_asked(tiny_bundle, tmp_path, capsys):
+def test_demo_reruns_replace_only_its_own_unchanged_outputs(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "demo"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")  # a file the demo never names: never touched
     assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (out / next(iter(before))).write_bytes(b"user's file")
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0  # the README command, run twice
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    edited = sorted(name for name in before if name.endswith(".png"))[0]
+    (out / edited).write_bytes(b"user's file")  # changed since the demo wrote it: no longer the demo's
     assert main(["demo", "-o", str(out), "--device", "cpu"]) == 2
-    assert "exists" in capsys.readouterr().err
-    assert (out / next(iter(before))).read_bytes() == b"user's file"
+    err = capsys.readouterr().err
+    assert "exists" in err and "--overwrite" in err
+    assert (out / edited).read_bytes() == b"user's file"
     assert main(["demo", "-o", str(out), "--device", "cpu", "--overwrite"]) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_demo_refuses_a_same_named_file_it_did_not_write(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "demo"
+    name = sample_pairs(zoo.SAMPLES)[0][0]
+    out.mkdir()
+    (out / f"{name}_glean.png").write_bytes(b"user's file")
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 2
+    assert f"{name}_glean.png exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}_glean.png"]
+
+
+@pytest.mark.skipif(not zoo.is_present(zoo.ZOO["glean_glyphs_8x"]), reason="bundled weights not installed")
+def test_readme_demo_command_runs_twice(tmp_path):
+    """`gleansr demo` as a user types it, twice in one folder: both runs exit 0 (issue 13.5)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "import sys; from gleansr.cli import main; sys.exit(main())", "demo",
+               "--device", "cpu"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    written = {p.name: p.read_bytes() for p in (tmp_path / "demo_out").iterdir()}
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout and "mean" in second.stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "demo_out").iterdir()} == written
 
 
 def test_demo_without_installed_weights_says_so(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,9 @@ averaged over space, and the five layers are summed. Weight files: the torchvisi
 
 FID: features from ``gleansr.models.inception.InceptionV3FID`` (pytorch-fid's weights), then the
 Frechet distance between the two Gaussians fitted to them.
+
+:class:`LPIPSMetric` and :class:`FIDFeatures` wrap both for :func:`gleansr.evaluate.evaluate`:
+uint8 RGB images in, each network's input range and its weight file taken care of.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ import torch
 from torch import nn
 
 from .errors import GleanError
-from .loading.backbones import load_alexnet_weights, load_lpips_lin_weights, load_vgg16_weights
+from .loading.backbones import (load_alexnet_weights, load_fid_inception_weights, load_lpips_lin_weights,
+                                load_vgg16_weights)
 from .models.alexnet import AlexNetFeatures
+from .models.inception import InceptionV3FID
 from .models.vgg import VGG16Features, collect_outputs
 
 # Per backbone: the trunk's ReLU indices LPIPS compares, and their channel counts.
@@ -99,6 +104,51 @@ class LPIPS(nn.Module):
             fy = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + LPIPS_NORM_EPS)
             distance = distance + lin((fx - fy).pow(2)).mean(dim=(1, 2, 3))
         return distance
+
+
+def _uint8_batch(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1]."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+class LPIPSMetric:
+    """LPIPS on uint8 images, as :func:`gleansr.evaluate.evaluate` takes it.
+
+    ``LPIPSMetric(net, backbone_weights, lin_weights, device)(a, b)``: two uint8 (N, H, W, 3)
+    batches -> float64 (N,) distances; pixels go in as [-1, 1] (``(x / 255 - 0.5) * 2``, as lpips'
+    ``im2tensor``). Weight files as :class:`LPIPS` reads them.
+    """
+
+    def __init__(self, net: Literal["alex", "vgg"], backbone_weights: str | Path, lin_weights: str | Path,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.net = LPIPS(net, backbone_weights, lin_weights).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        x, y = (_uint8_batch(images).to(self.device) for images in (a, b))
+        return self.net(x, y, normalize=True).double().cpu().numpy()
+
+
+class FIDFeatures:
+    """Inception pool features for FID from uint8 images, as :func:`gleansr.evaluate.evaluate` takes them.
+
+    ``FIDFeatures(weights, device)(images)``: uint8 (N, H, W, 3) -> float64 (N, 2048). The network
+    is :class:`~gleansr.models.inception.InceptionV3FID` with pytorch-fid's ``pt_inception``
+    weights loaded strictly; pixels go in as [0, 1] (``x / 255``, as pytorch-fid's ``ToTensor``).
+    """
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        net = InceptionV3FID()
+        load_fid_inception_weights(net, weights)
+        self.net = net.eval().requires_grad_(False).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.net(_uint8_batch(images).to(self.device)).double().cpu().numpy()
 
 
 def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

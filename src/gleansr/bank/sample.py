@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..atomic import atomic_path
 from ..data.convert import tensor_to_uint8
 from ..models.stylegan2 import StyleGAN2Generator
+from ..pipeline.images import save_image
 
 CENTRE_SAMPLES = 4096
 CENTRE_SEED = 0
@@ -59,10 +58,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write uint8 (H, W, 3) pixels as a PNG, atomically."""
-    path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as temporary:
-        Image.fromarray(pixels).save(temporary, format="PNG")
-    return path
+    return save_image(path, pixels, overwrite=overwrite)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, overwrite: bool = False) -> Path:

@@ -1,15 +1,14 @@
 """``gleansr eval``: PSNR / SSIM / MAE as MMEditing reports them, per image and averaged.
 
-HR images are downscaled the reference way (MATLAB-style bicubic, uint8 rounding) unless
-pre-made LR images are given; SR outputs go through the restorer's clamp-and-round; metrics
-are computed on RGB uint8 with ``crop_border``. A bicubic-upscaling row is the baseline.
+Argument parsing and printing only; the loop is :func:`gleansr.evaluate.evaluate` (HR
+downscaled the reference way unless pre-made LR images are given, the restorer's clamp-and-round,
+metrics on RGB uint8 with ``crop_border``, a bicubic row as the baseline, optional LPIPS/FID).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import math
 import sys
 from pathlib import Path
 
@@ -25,109 +24,112 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", metavar="LR_DIR", help="pre-made LR images, matched by file name stem")
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("--crop-border", type=int, default=0)
-    p.add_argument("--csv", metavar="PATH", help="write per-image figures here")
-    p.add_argument("--save-sr", metavar="DIR", help="also write the SR images")
+    p.add_argument("--csv", metavar="PATH", help="write per-image figures here (replaced if it exists)")
+    p.add_argument("--save-sr", metavar="DIR", help="also write the SR images (DIR/<stem>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace SR images already in --save-sr")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lpips", nargs=3, metavar=("alex|vgg", "BACKBONE", "LIN"),
-                   help="LPIPS with user-supplied torchvision backbone and lpips linear-layer weights")
-    p.add_argument("--fid", metavar="INCEPTION", help="FID with user-supplied pt_inception weights")
+                   help="LPIPS v0.1 from a torchvision AlexNet/VGG16 file and the lpips package's lin-layer file")
+    p.add_argument("--fid", metavar="INCEPTION", help="FID with pytorch-fid's pt_inception weights file")
     p.add_argument("--download", action="store_true")
 
 
-def _lr_for(hr_path: Path, lr_dir: Path | None, hr, scale: int):
-    import numpy as np
-
-    from ..data.imresize import imresize
+def _read_hr(path: Path, size: int):
     from ..errors import GleanError
-    from ..pipeline.images import load_image
+    from ..pipeline.images import read_rgb_uint8
 
-    if lr_dir is None:
-        return imresize(hr, scale=1 / scale)
+    hr = read_rgb_uint8(path)
+    if hr.shape[:2] != (size, size):
+        raise GleanError(f"{path} is {hr.shape[1]}x{hr.shape[0]}; this model's HR size is {size}x{size}")
+    return hr
+
+
+def _read_lr(hr_path: Path, lr_dir: Path):
+    from ..errors import GleanError
+    from ..pipeline.images import read_rgb_uint8
+
     matches = sorted(p for p in lr_dir.rglob(hr_path.stem + ".*") if p.is_file())
     if not matches:
         raise GleanError(f"no LR image for {hr_path.name} in {lr_dir}")
-    lr = np.rint(load_image(matches[0]).rgb * 255).astype(np.uint8)
-    if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
-        raise GleanError(f"{matches[0]} is {lr.shape[1]}x{lr.shape[0]}, expected HR/{scale}")
-    return lr
+    return read_rgb_uint8(matches[0])
+
+
+def _perceptual(args: argparse.Namespace, device):
+    """The LPIPS and FID callables asked for (None otherwise), built before the model."""
+    from ..errors import GleanError
+
+    lpips = fid = None
+    if args.lpips:
+        from ..perceptual_metrics import LPIPSMetric
+
+        if args.lpips[0] not in ("alex", "vgg"):
+            raise GleanError(f"--lpips takes alex or vgg as its first value, got {args.lpips[0]!r}")
+        lpips = LPIPSMetric(args.lpips[0], args.lpips[1], args.lpips[2], device=device)
+    if args.fid:
+        from ..perceptual_metrics import FIDFeatures
+
+        fid = FIDFeatures(args.fid, device=device)
+    return lpips, fid
+
+
+def _sr_saver(folder: str | None, items, overwrite: bool):
+    """The ``each`` callback writing SR images, after checking none would be replaced unasked."""
+    if folder is None:
+        return None
+    from ..errors import GleanError
+    from ..pipeline.images import save_image
+
+    targets = [Path(folder) / f"{item.path.stem}.png" for item in items]
+    if len(set(targets)) < len(targets):
+        raise GleanError(f"two HR images share a file stem; their SR images would collide in {folder}")
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise GleanError(f"{existing[0]} exists ({len(existing)} of {len(targets)} SR images do); pass --overwrite")
+    return lambda result: save_image(targets[result.index], result.sr, overwrite=overwrite)
+
+
+def _print_report(report, csv_path: str | None) -> None:
+    from ..atomic import atomic_write_bytes
+
+    if csv_path:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(report.rows()[0]))
+        writer.writeheader()
+        writer.writerows(report.rows())
+        atomic_write_bytes(csv_path, buf.getvalue().encode(), overwrite=True)
+    metrics = report.metrics
+    print(f"{len(report.names)} images, x{report.scale}, crop_border {report.crop_border}")
+    print("method   " + "".join(f"{m.upper():>10}" for m in metrics) + ("       FID" if report.fid else ""))
+    for tag, label in (("bicubic", "bicubic"), ("sr", "GLEAN")):
+        line = f"{label:8s} " + "".join(f"{report.mean[f'{tag}_{m}']:>10.4f}" for m in metrics)
+        print(line + (f"{report.fid[tag]:>10.3f}" if report.fid else ""))
+    if csv_path:
+        print(f"per-image figures: {csv_path}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from ..atomic import atomic_write_bytes
-    from ..data.convert import uint8_to_tensor
-    from ..data.imresize import imresize
     from ..errors import GleanError
-    from ..metrics import mae, psnr, ssim
+    from ..evaluate import evaluate
     from ..pipeline.files import collect_inputs
-    from ..pipeline.images import load_image, save_image
-    from ..pipeline.upscaler import Upscaler
+    from ..pipeline.upscaler import Upscaler, pick_device
 
-    up = Upscaler(args.weights or args.model, device=args.device, precision=args.precision, download=args.download)
-    size, scale = up.out_size, up.scale
+    if args.batch_size < 1:
+        raise GleanError(f"--batch-size must be at least 1, got {args.batch_size}")
     items = collect_inputs(args.hr, recursive=args.recursive)
+    if args.fid and len(items) < 2:
+        raise GleanError(f"--fid needs at least 2 HR images, got {len(items)}")
+    save = _sr_saver(args.save_sr, items, args.overwrite)
+    lpips, fid = _perceptual(args, pick_device(args.device))
+    up = Upscaler(args.weights or args.model, device=args.device, precision=args.precision, download=args.download)
     lr_dir = Path(args.lr) if args.lr else None
-    lpips = fid_net = None
-    if args.lpips:
-        from ..perceptual_metrics import LPIPS
-
-        lpips = LPIPS(args.lpips[0], args.lpips[1], args.lpips[2]).eval()
-    if args.fid:
-        from ..perceptual_metrics import InceptionV3FID
-
-        fid_net = InceptionV3FID(args.fid).eval()
-    rows, feats = [], {"hr": [], "sr": [], "bicubic": []}
-    for start in range(0, len(items), args.batch_size):
-        chunk = items[start:start + args.batch_size]
-        hrs, lrs = [], []
-        for item in chunk:
-            hr = np.rint(load_image(item.path).rgb * 255).astype(np.uint8)
-            if hr.shape[:2] != (size, size):
-                raise GleanError(f"{item.path} is {hr.shape[1]}x{hr.shape[0]}; this model's HR size is {size}x{size}")
-            hrs.append(hr)
-            lrs.append(_lr_for(item.path, lr_dir, hr, scale))
-        with torch.no_grad():
-            srs = up.sr_uint8(np.stack(lrs))
-        for item, hr, lr, sr in zip(chunk, hrs, lrs, srs):
-            bic = imresize(lr, output_shape=(size, size))
-            row = {"image": item.path.name}
-            for tag, img in (("sr", sr), ("bicubic", bic)):
-                row[f"{tag}_psnr"] = psnr(img, hr, args.crop_border)
-                row[f"{tag}_ssim"] = ssim(img, hr, args.crop_border)
-                row[f"{tag}_mae"] = mae(img, hr, args.crop_border)
-                if lpips is not None:
-                    with torch.no_grad():
-                        row[f"{tag}_lpips"] = float(lpips(uint8_to_tensor(img)[None], uint8_to_tensor(hr)[None]).item())
-            if fid_net is not None:
-                with torch.no_grad():
-                    for tag, img in (("hr", hr), ("sr", sr), ("bicubic", bic)):
-                        feats[tag].append(fid_net(uint8_to_tensor(img)[None]).numpy())
-            if args.save_sr:
-                save_image(Path(args.save_sr) / f"{item.path.stem}.png", sr.astype(np.float32) / 255)
-            rows.append(row)
-    keys = [k for k in rows[0] if k != "image"]
-    mean = {k: float(np.mean([r[k] for r in rows if math.isfinite(r[k])] or [math.inf])) for k in keys}
-    if args.csv:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["image", *keys])
-        w.writeheader()
-        w.writerows(rows)
-        w.writerow({"image": "MEAN", **mean})
-        atomic_write_bytes(args.csv, buf.getvalue().encode(), overwrite=True)
-    metrics = sorted({k.split("_", 1)[1] for k in keys}, key=["psnr", "ssim", "mae", "lpips"].index)
-    print(f"{len(rows)} images, x{scale}, crop_border {args.crop_border}")
-    print("method   " + "".join(f"{m.upper():>10}" for m in metrics) + ("       FID" if fid_net else ""))
-    from ..perceptual_metrics import fid_from_features
-
-    for tag, label in (("bicubic", "bicubic"), ("sr", "GLEAN")):
-        line = f"{label:8s} " + "".join(f"{mean[f'{tag}_{m}']:>10.4f}" for m in metrics)
-        if fid_net is not None:
-            line += f"{fid_from_features(np.concatenate(feats[tag]), np.concatenate(feats['hr'])):>10.3f}"
-        print(line)
-    if args.csv:
-        print(f"per-image figures: {args.csv}", file=sys.stderr)
+    report = evaluate(
+        up.sr_uint8,
+        (_read_hr(item.path, up.out_size) for item in items),
+        lr_images=None if lr_dir is None else (_read_lr(item.path, lr_dir) for item in items),
+        scale=up.scale, crop_border=args.crop_border, lpips=lpips, fid=fid,
+        names=[item.path.name for item in items], batch_size=args.batch_size, each=save,
+    )
+    _print_report(report, args.csv)
     return 0

@@ -11,11 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from PIL import Image
-
-from ..atomic import atomic_path
-from ..data.datasets import list_images, read_rgb
-from ..data.imresize import imresize
 from ..errors import GleanError, ImageError
 
 NAME = "make-lr"
@@ -30,20 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_one(source: Path, target: Path, scale: int, overwrite: bool) -> None:
-    hr = read_rgb(source)
+    from ..data.imresize import imresize
+    from ..pipeline.images import read_rgb_uint8, save_image
+
+    hr = read_rgb_uint8(source)
     h, w = hr.shape[:2]
     if h % scale or w % scale:
         raise ImageError(f"{source}: size {h}x{w} is not divisible by the scale {scale}")
     lr = imresize(hr, 1.0 / scale)
     try:
-        with atomic_path(target, overwrite=overwrite) as temporary:
-            Image.fromarray(lr).save(temporary, format="PNG")
+        save_image(target, lr, overwrite=overwrite)
     except OSError as exc:
         raise ImageError(f"cannot write {target}: {exc}") from exc
 
 
 def _sources(hr_dir: Path, lr_dir: Path) -> list[Path]:
     """HR images, leaving out anything inside the output folder; one output name per source."""
+    from ..data.datasets import list_images
+
     if not hr_dir.is_dir():
         raise GleanError(f"HR folder not found: {hr_dir}")
     hr_abs, lr_abs = hr_dir.resolve(), lr_dir.resolve()

@@ -16,22 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..errors import GleanError, ImageError
+from ..pipeline.images import FORMATS, read_rgb_uint8
 from .convert import uint8_to_tensor
 from .degradations import Degradation
 from .imresize import imresize
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_rgb", "HRFolderDataset", "PairedFolderDataset"]
+__all__ = ["list_images", "read_rgb", "HRFolderDataset", "PairedFolderDataset"]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L"})
+# The one image reader (pipeline.images), under the name the data code has always used.
+read_rgb = read_rgb_uint8
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``root`` (recursive, by suffix, case-insensitive), as sorted relative paths."""
+    """Image files under ``root`` (recursive, extensions of ``FORMATS``, any case), as sorted relative paths."""
     root = Path(root)
     if not root.is_dir():
         raise GleanError(f"not a folder: {root}")
@@ -39,22 +39,9 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
         Path(dirpath, name).relative_to(root)
         for dirpath, _, names in os.walk(root)
         for name in names
-        if Path(name).suffix.lower() in IMAGE_SUFFIXES
+        if Path(name).suffix.lower() in FORMATS
     ]
     return sorted(found, key=lambda p: p.as_posix())
-
-
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to uint8 RGB ``H x W x 3`` (EXIF orientation applied, alpha dropped)."""
-    try:
-        with Image.open(path) as opened:
-            img = ImageOps.exif_transpose(opened)
-            if img.mode in _SIXTEEN_BIT_MODES:  # 16-bit grey: scale to 8 bits rather than clip
-                grey = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
-                return np.repeat(np.rint(grey).clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
 
 
 def _item_rng() -> np.random.Generator:

@@ -56,6 +56,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
 from ..errors import GleanError
+from ..pipeline.images import encode_image, read_rgb_uint8
 
 __all__ = ["DEFAULT_CHARS", "FontFace", "GlyphRenderer", "find_font_files", "read_faces", "design_group",
            "is_held_out", "license_id", "build_glyph_dataset", "write_demo_samples"]
@@ -251,9 +252,7 @@ class GlyphRenderer:
 
 
 def _png_bytes(gray: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(gray, "L").save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_image(gray, ".png")
 
 
 @dataclass
@@ -545,9 +544,9 @@ def write_demo_samples(dataset: str | os.PathLike[str], out: str | os.PathLike[s
             raise GleanError(f"{dataset}: not enough test glyphs for {count} samples")
         char = options[0]
         name = f"{font['name']}_u{ord(char):04X}"
-        hr = np.asarray(Image.open(dataset / "test" / font["name"] / f"u{ord(char):04X}.png").convert("RGB"))
+        hr = read_rgb_uint8(dataset / "test" / font["name"] / f"u{ord(char):04X}.png")
         lr = imresize(hr, scale=1 / scale)
         for folder, image in (("hr", hr), ("lr", lr)):
-            save_image(out / folder / f"{name}.png", image.astype(np.float32) / 255, grayscale=True, overwrite=overwrite)
+            save_image(out / folder / f"{name}.png", image, grayscale=True, overwrite=overwrite)
         names.append(name)
     return names

@@ -3,11 +3,16 @@
 Images become float32 arrays in [0, 1]: ``rgb`` (H, W, 3) and an optional ``alpha`` (H, W).
 Pillow decodes everything. Pillow has no 48/64-bit colour mode, so 16-bit colour PNG and TIFF
 are decoded twice through Pillow's own decoder, once keeping each sample's high byte and once its
-low byte, and 16-bit files are written by the small PNG and TIFF writers at the end of this file.
+low byte, and 16-bit files are written by the small PNG and TIFF encoders of ``_encode16``.
+
+The one image module: one reader (:func:`load_image`, with the uint8 view :func:`read_rgb_uint8` that training
+and evaluation share), one extension table (:data:`FORMATS`), one encoder/writer (:func:`encode_image`,
+:func:`save_image`).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import sys
@@ -22,6 +27,7 @@ from PIL import Image, features
 
 from ..atomic import atomic_path
 from ..errors import ImageError
+from ._encode16 import png16_bytes, tiff16_bytes
 
 
 @dataclass(frozen=True)
@@ -254,11 +260,97 @@ def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
     return scaled.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float samples in [0, 1] -> uint8 ``round(v * 255)`` (half to even, as the restorer rounds).
+
+    The one 8-bit rounding of the package: a 16-bit sample ``v`` read by :func:`load_image`
+    becomes ``round(v * 255 / 65535)`` (0x01FF -> 2), in training, evaluation and on writing.
+    """
+    return _quantize(values, 8)
+
+
+def read_rgb_uint8(path: str | os.PathLike[str]) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of an image file: :func:`load_image` then :func:`to_uint8`.
+
+    The view training and evaluation read, so both see the same pixels: EXIF orientation applied,
+    grayscale replicated, alpha dropped (not composited), 16-bit rounded as :func:`to_uint8` says.
+    """
+    return to_uint8(load_image(path).rgb)
+
+
+def center_square(pixels: np.ndarray) -> np.ndarray:
+    """The largest centred square of (H, W, ...) pixels (a view); the extra row/column, if odd, is
+    dropped at the bottom/right."""
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
 def _icc_matches(icc: bytes | None, channels: int) -> bytes | None:
     """Keep an ICC profile only if its colour space (header bytes 16-20) fits what is written."""
     if not icc or len(icc) < 20:
         return None
     return icc if icc[16:20] == (b"GRAY" if channels <= 2 else b"RGB ") else None
+
+
+def _as_float_rgb(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(H, W, 3) or (H, W) pixels, uint8 or float in [0, 1] -> float (H, W, 3) and whether gray."""
+    if rgb.dtype == np.uint8:
+        rgb = rgb.astype(np.float32) / 255  # exact: to_uint8 gives the same bytes back
+    elif not np.issubdtype(rgb.dtype, np.floating):
+        raise ValueError(f"pixels must be uint8 or float in [0, 1], got {rgb.dtype}")
+    if rgb.ndim == 2:
+        return rgb[..., None].repeat(3, axis=2), True
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3) or (H, W), got {rgb.shape}")
+    return rgb, False
+
+
+def encode_image(
+    rgb: np.ndarray,
+    suffix: str = ".png",
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    name: str | None = None,
+) -> bytes:
+    """The bytes of an image file of format ``suffix`` (".png", see FORMATS): the one encoder.
+
+    ``rgb``: float (H, W, 3) in [0, 1], or uint8 (H, W, 3) written as it is; a 2-D array is gray.
+    ``alpha``: optional (H, W), same kinds. ``grayscale`` writes the channel mean as one gray
+    channel (WebP has no gray mode and stays RGB). JPEG and BMP cannot hold alpha, and only
+    PNG/TIFF hold 16 bits: asking for either raises ImageError naming ``name`` and suggesting
+    .png, never losing data. JPEG is written with 4:4:4 chroma so fine detail keeps its colour.
+    """
+    rgb, gray_input = _as_float_rgb(np.asarray(rgb))
+    if alpha is not None:
+        alpha = np.asarray(alpha, dtype=np.float32) / (255 if np.asarray(alpha).dtype == np.uint8 else 1)
+        if alpha.shape != rgb.shape[:2]:
+            raise ValueError(f"alpha must be {rgb.shape[:2]}, got {alpha.shape}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    name = name or f"a {suffix} image"
+    fmt = FORMATS.get(suffix.lower())
+    if fmt is None:
+        raise ImageError(f"cannot write {name}: unknown image extension (use one of {', '.join(FORMATS)})")
+    if not format_can_hold(suffix, alpha=alpha is not None, bit_depth=bit_depth):
+        what = "an alpha channel" if alpha is not None and not fmt.holds_alpha else f"{bit_depth}-bit"
+        raise ImageError(f"cannot write {name}: {fmt.pillow_name} cannot hold {what}; use .png")
+    gray = (grayscale or gray_input) and fmt.pillow_name != "WEBP"
+    planes = [rgb.mean(axis=2, keepdims=True) if gray else rgb]
+    if alpha is not None:
+        planes.append(alpha[..., None])
+    samples = _quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C)
+    icc = _icc_matches(icc_profile, samples.shape[2])
+    if bit_depth == 16 and fmt.pillow_name == "PNG":
+        return png16_bytes(samples, icc, exif)
+    if bit_depth == 16:
+        return tiff16_bytes(samples, icc)
+    return _encode_8bit(samples, fmt.pillow_name, quality, icc, exif)
 
 
 def save_image(
@@ -272,51 +364,16 @@ def save_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
 ) -> Path:
-    """Write float (H, W, 3) ``rgb`` in [0, 1] (+ optional (H, W) ``alpha``) atomically.
-
-    The format follows the extension (see FORMATS). ``grayscale`` writes the channel mean as one
-    gray channel (WebP has no gray mode and stays RGB). JPEG and BMP cannot hold alpha, and only
-    PNG/TIFF hold 16 bits: asking for either raises ImageError suggesting .png, never losing data.
-    JPEG is written with 4:4:4 chroma so fine upscaled detail keeps its colour.
-    """
+    """Write an image atomically, the format following the extension: :func:`encode_image`'s
+    pixels and options; an existing file is replaced only with ``overwrite``."""
     path = Path(path)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
-    if alpha is not None and alpha.shape != rgb.shape[:2]:
-        raise ValueError(f"alpha must be {rgb.shape[:2]}, got {alpha.shape}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        known = ", ".join(FORMATS)
-        raise ImageError(f"cannot write {path}: unknown image extension (use one of {known})")
-    if not format_can_hold(path.suffix, alpha=alpha is not None, bit_depth=bit_depth):
-        what = "an alpha channel" if alpha is not None and not fmt.holds_alpha else f"{bit_depth}-bit"
-        raise ImageError(f"cannot write {path}: {fmt.pillow_name} cannot hold {what}; use .png")
-    gray = grayscale and fmt.pillow_name != "WEBP"
-    planes = [rgb.mean(axis=2, keepdims=True) if gray else rgb]
-    if alpha is not None:
-        planes.append(alpha[..., None])
-    samples = _quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C)
-    icc = _icc_matches(icc_profile, samples.shape[2])
+    data = encode_image(rgb, path.suffix, alpha, bit_depth, grayscale, quality, icc_profile, exif, name=str(path))
     with atomic_path(path, overwrite) as temp:
-        if bit_depth == 16 and fmt.pillow_name == "PNG":
-            temp.write_bytes(_png16_bytes(samples, icc, exif))
-        elif bit_depth == 16:
-            temp.write_bytes(_tiff16_bytes(samples, icc))
-        else:
-            _save_8bit(temp, samples, fmt.pillow_name, quality, icc, exif)
+        temp.write_bytes(data)
     return path
 
 
-def _save_8bit(
-    temp: Path,
-    samples: np.ndarray,
-    pillow_name: str,
-    quality: int,
-    icc: bytes | None,
-    exif: bytes | None,
-) -> None:
+def _encode_8bit(samples: np.ndarray, pillow_name: str, quality: int, icc: bytes | None, exif: bytes | None) -> bytes:
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
     image = Image.fromarray(samples[..., 0] if mode == "L" else samples, mode)
     options: dict[str, object] = {}
@@ -330,69 +387,6 @@ def _save_8bit(
         options["subsampling"] = 0
     if pillow_name == "TIFF" and features.check("libtiff"):
         options["compression"] = "tiff_deflate"
-    image.save(temp, format=pillow_name, **options)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png16_bytes(samples: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
-    """A 16-bit PNG of uint16 (H, W, C) samples, C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA."""
-    height, width, channels = samples.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8)
-    # "Sub" filter (type 1): each byte minus the same byte of the previous pixel, modulo 256.
-    filtered = rows.copy()
-    filtered[:, 2 * channels :] -= rows[:, : -2 * channels]
-    scanlines = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    chunks = [_png_chunk(b"IHDR", header)]
-    if icc:
-        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    if exif:
-        chunks.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
-
-
-def _tiff16_bytes(samples: np.ndarray, icc: bytes | None) -> bytes:
-    """A little-endian, deflate-compressed, single-strip 16-bit TIFF of uint16 (H, W, C) samples."""
-    if samples.shape[2] == 2:  # gray+alpha 16-bit TIFF is not readable by Pillow: store RGBA
-        samples = samples[..., [0, 0, 0, 1]]
-    height, width, channels = samples.shape
-    strip = zlib.compress(samples.astype("<u2").tobytes(), 6)
-    strip += b"\0" * (len(strip) % 2)  # the IFD must start on a word boundary
-    short, long, undefined = 3, 4, 7
-    tags: dict[int, tuple[int, list[int] | bytes]] = {
-        256: (long, [width]),
-        257: (long, [height]),
-        258: (short, [16] * channels),  # bits per sample
-        259: (short, [8]),  # compression: deflate
-        262: (short, [2 if channels >= 3 else 1]),  # photometric: RGB or black-is-zero
-        273: (long, [8]),  # strip offset: right after the header
-        277: (short, [channels]),
-        278: (long, [height]),  # rows per strip
-        279: (long, [len(strip)]),
-        284: (short, [1]),  # samples interleaved
-    }
-    if channels == 4:
-        tags[338] = (short, [2])  # extra sample is unassociated alpha
-    if icc:
-        tags[34675] = (undefined, icc)
-    ifd_offset = 8 + len(strip)
-    extra_offset = ifd_offset + 2 + 12 * len(tags) + 4
-    entries, extra = [], b""
-    for tag, (kind, values) in sorted(tags.items()):
-        payload = bytes(values) if kind == undefined else struct.pack(
-            f"<{len(values)}{'H' if kind == short else 'I'}", *values
-        )
-        if len(payload) <= 4:
-            field = payload.ljust(4, b"\0")
-        else:
-            field = struct.pack("<I", extra_offset + len(extra))
-            extra += payload + b"\0" * (len(payload) % 2)
-        entries.append(struct.pack("<HHI", tag, kind, len(values)) + field)
-    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
-    return b"II*\0" + struct.pack("<I", ifd_offset) + strip + ifd + extra
+    buffer = io.BytesIO()
+    image.save(buffer, format=pillow_name, **options)
+    return buffer.getvalue()

@@ -207,8 +207,9 @@ class Upscaler:
         """uint8 (N, in, in, 3) -> uint8 (N, out, out, 3), the restorer's mapping (for evaluation)."""
         if lrs.dtype != np.uint8 or lrs.ndim != 4 or lrs.shape[1:] != (self.in_size, self.in_size, 3):
             raise GleanError(f"expected uint8 (N, {self.in_size}, {self.in_size}, 3), got {lrs.dtype} {lrs.shape}")
-        y = self.run((lrs.astype(np.float32).transpose(0, 3, 1, 2) / 255 - 0.5) * 2)
-        return np.rint(np.clip((y + 1) / 2, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        from .images import to_uint8
+
+        return to_uint8(self.sr_arrays(lrs.astype(np.float32) / 255))
 
     def upscale_prepared(self, batch: Sequence[Prepared]) -> list[LoadedImage]:
         """SR results (out_size, float [0, 1]) keeping each source's alpha, bit depth and mode."""

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from ..atomic import atomic_path, atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..data.imresize import imresize
+from ..pipeline.images import save_image
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -120,6 +120,4 @@ def save_sample_strip(path: Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray
     """
     upscaled = imresize(lr, output_shape=hr.shape[:2])
     strip = np.concatenate([upscaled, sr, hr], axis=1)
-    with atomic_path(path, overwrite=True) as temporary:
-        Image.fromarray(strip).save(temporary, format="PNG")
-    return path
+    return save_image(path, strip, overwrite=True)
