@@ -25,6 +25,7 @@ COMMANDS = (
     "export",
     "bank",
     "convert",
+    "serve",
 )
 
 
