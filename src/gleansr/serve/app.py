@@ -191,8 +191,8 @@ async def _parse(request: Request, config: ServeConfig, params: dict) -> tuple[b
     except GleanError as exc:
         raise api_error("unknown_model", str(exc)) from None
     if not info.present:
-        raise api_error("model_unavailable", f"the weights of {name} are not installed on this server; fetch them "
-                                             f"with `gleansr models --download {name}` and retry")
+        raise api_error("model_unavailable", f"the weights of {name} are not installed on this server; download them "
+                                             f"once (`gleansr upscale --model {name} --download IMAGE`) and retry")
     precision = params["precision"] or config.precision
     if precision not in precisions():
         raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {precision!r}")
@@ -243,6 +243,8 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
         return Response(status_code=499)
     except GleanError as exc:
         raise api_error("input_rejected", str(exc)) from None
+    except ApiError:
+        raise
     except Exception:  # noqa: BLE001 - logged here; the client gets one sentence, never a trace
         log.exception("upscaling %s with %s failed", name, info.name)
         raise api_error("internal_error", "the model run failed on the server; its log has the details") from None
