@@ -132,15 +132,18 @@ def check_size(image: LoadedImage, name: str, model: ModelInfo, resize: bool) ->
 
 
 def to_array(image: LoadedImage) -> np.ndarray:
-    """float32 (H, W, C) in [0, 1] as ``Upscaler.upscale`` takes it: C = 1|2 gray(+alpha), 3|4 RGB(+alpha)."""
+    """The image as ``Upscaler.upscale`` takes it, in its source's depth (uint8 or uint16, so the
+    model's input is quantised as the CLI's is): (H, W, C), C = 1|2 gray(+alpha), 3|4 RGB(+alpha)."""
     planes = [image.rgb[..., :1] if image.grayscale else image.rgb]
     if image.alpha is not None:
         planes.append(image.alpha[..., None])
-    return np.ascontiguousarray(np.concatenate(planes, axis=2), dtype=np.float32)
+    dtype, top = (np.uint16, 65535) if image.bit_depth == 16 else (np.uint8, 255)
+    return np.ascontiguousarray(np.rint(np.concatenate(planes, axis=2) * top), dtype=dtype)
 
 
 def encode_png(result: np.ndarray, source: LoadedImage, root: Path) -> bytes:
-    """The SR array as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
+    """The SR array (uint8/uint16, as :func:`to_array` gave) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
+    result = result.astype(np.float32) / np.iinfo(result.dtype).max
     colour = result[..., : 3 if result.shape[2] >= 3 else 1]
     rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
     alpha = result[..., -1] if result.shape[2] in (2, 4) else None
