@@ -110,7 +110,8 @@ function showResult(card, file, blob, headers) {
   before.src = $(".lr", card).src;
   after.src = url;
   const slider = $(".slider", card);
-  slider.addEventListener("input", () => { $(".after-clip", card).style.width = `${slider.value}%`; });
+  slider.style.width = `${w}px`;
+  slider.addEventListener("input", () => { $(".before-clip", card).style.width = `${slider.value}%`; });
   $(".timing", card).textContent = `${headers.get("X-Gleansr-Model")}, ${headers.get("X-Gleansr-Total-Ms")} ms`;
   $(".compare", card).hidden = false;
   const link = $(".download", card);
