@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         from PIL import Image
 
         from ..serve.app import create_app
+        from ..serve.catalog import find_model, model_catalog, precisions
         from ..serve.config import ServeConfig, is_loopback
     except ImportError as exc:
         raise GleanError(f"gleansr serve needs the web extra ({exc.name} is missing): "
@@ -41,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("max_models", "max_queue", "max_batch", "port"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise GleanError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'port' else 1}")
+    if args.model and not find_model(args.model, model_catalog()).present:
+        raise GleanError(f"the weights of {args.model} are not installed; download them once "
+                         f"(`gleansr upscale --model {args.model} --download IMAGE`) or choose another --model")
+    if args.precision not in precisions():
+        raise GleanError(f"--precision must be one of {', '.join(precisions())}, got {args.precision!r}")
     if not is_loopback(args.host):
         print(f"gleansr: warning: serving on {args.host}: anyone who can reach this machine can use the server; "
               "there is no authentication", file=sys.stderr)
