@@ -72,7 +72,7 @@ def test_openapi_and_docs(client):
     assert {"/v1/upscale", "/v1/models", "/healthz"} <= set(spec["paths"])
     body = spec["paths"]["/v1/upscale"]["post"]["requestBody"]["content"]
     assert {"application/octet-stream", "multipart/form-data"} <= set(body)
-    assert client.get("/docs").status_code == 200
+    assert client.get("/docs").status_code == 404  # its scripts would come from a CDN: off
 
 
 def test_page_and_its_files_are_served_with_a_strict_policy(client):

@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
                          timeout_s=args.timeout, cors_origins=tuple(args.cors_origin))
     app = create_app(config)
-    print(f"gleansr: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", file=sys.stderr)
+    print(f"gleansr: serving on http://{args.host}:{args.port}/ (API description at /openapi.json); Ctrl-C stops", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

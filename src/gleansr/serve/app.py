@@ -62,7 +62,9 @@ def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
             engine.close()
             shutil.rmtree(temp_root, ignore_errors=True)
 
-    app = FastAPI(title="gleansr", version=__version__, lifespan=lifespan,
+    # /openapi.json is the API's description; FastAPI's /docs and /redoc pages load their scripts from
+    # a CDN, which this offline, same-origin-only server does not allow, so they are off.
+    app = FastAPI(title="gleansr", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="GLEAN super-resolution on this machine. Errors are JSON: "
                               '`{"error": {"code": "stable_code", "message": "one sentence"}}`.')
     app.state.config, app.state.engine, app.state.temp_root = config, engine, temp_root
