@@ -119,8 +119,12 @@ class Engine:
                 self._cond.wait()
             if self._closed:
                 return []
-            if len(self._queue) < self.max_batch and self.batch_wait_s > 0:
-                self._cond.wait(self.batch_wait_s)  # let requests sent together arrive together
+            deadline = time.monotonic() + self.batch_wait_s  # let requests sent together arrive together
+            while len(self._queue) < self.max_batch and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             if not self._queue:
                 return []
             key = self._queue[0].key
