@@ -13,7 +13,7 @@ from PIL import Image
 
 from gleansr.serve.errors import CODES
 
-from serve_helpers import MODEL, Gate
+from serve_helpers import MODEL, Gate, cached_loader, client, glyph_upscaler, make_client, sample, sample_paths  # noqa: F401
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from serve_helpers import sample_paths, server  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # What Chromium needs as root on a machine with no network: no sandbox, no background fetches.

@@ -10,7 +10,7 @@ from PIL import Image
 from gleansr.cli import main
 from gleansr.pipeline.images import load_image, save_image
 
-from serve_helpers import MODEL
+from serve_helpers import MODEL, cached_loader, client, make_client, sample, sample_paths  # noqa: F401
 
 
 def _corpus(folder, glyph_png: bytes) -> dict[str, bytes | None]:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from gleansr.serve.engine import Engine, QueueFull
 
-from serve_helpers import MODEL, Gate
+from serve_helpers import MODEL, Gate, glyph_upscaler, make_client, sample, sample_paths  # noqa: F401
 
 
 def glyphs(sample_paths, n):

@@ -13,6 +13,7 @@ import urllib.request
 from PIL import Image
 
 from gleansr.serve.config import is_loopback
+from serve_helpers import sample, sample_paths, server  # noqa: F401
 
 
 def post(url: str, data: bytes, timeout: float = 120) -> tuple[int, dict, bytes]:
