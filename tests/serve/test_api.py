@@ -99,6 +99,8 @@ def test_unreadable_uploads(client, sample):
     assert "truncated" in assert_error(client.post("/v1/upscale", content=sample[:100]), 400, "invalid_image")
     text = client.post("/v1/upscale", files={"image": ("photo.png", b"just some text\n", "image/png")})
     assert assert_error(text, 415, "not_an_image") == "cannot read image photo.png: not an image file Pillow can decode"
+    named = client.post("/v1/upscale", content=b"text", headers={"X-Filename": "..%2F..%2F%E6%97%A5%E6%9C%AC.png"})
+    assert assert_error(named, 415, "not_an_image").startswith("cannot read image \u65e5\u672c.png: ")
     no_file = client.post("/v1/upscale", files={"model": (None, MODEL)})
     assert_error(no_file, 400, "bad_request")
 

@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 import time
+import urllib.parse
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -198,7 +199,8 @@ async def _parse(request: Request, config: ServeConfig, params: dict) -> tuple[b
     precision = params["precision"] or config.precision
     if precision not in precisions():
         raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {precision!r}")
-    return body, uploads.display_name(filename or request.headers.get("x-filename")), info, precision, \
+    filename = filename or urllib.parse.unquote(request.headers.get("x-filename", ""))  # percent-encoded: any name
+    return body, uploads.display_name(filename), info, precision, \
         uploads.parse_bool("resize", params["resize"])
 
 

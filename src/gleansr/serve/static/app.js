@@ -85,7 +85,7 @@ async function upscale(job) {
   try {
     response = await fetch(`/v1/upscale?${query}`, {
       method: "POST", body: file,
-      headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": file.name },
+      headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": encodeURIComponent(file.name) },
     });
   } catch (e) {
     return fail(card, "the connection to the server was lost");
