@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank": ("bank", "Train a StyleGAN2 latent bank on your own images, or sample one."),
     "convert": ("convert", "Convert a StyleGAN2 bank (MMGeneration .pth, rosinality .pt, NVIDIA .pkl) to "
                 "safetensors."),
+    "serve": ("serve", "serve a web page and an HTTP API for super-resolution (local, offline)"),
 }
 
 

@@ -1,0 +1,271 @@
+"""The web app and HTTP API (FastAPI): routes, error answers, the static page.
+
+``create_app(config)`` builds the application; ``gleansr serve`` runs it with uvicorn. One
+request: read the body (capped), sniff and decode the image as the CLI would, refuse inputs
+larger than the model's unless ``resize``, queue it on the :class:`~.engine.Engine`, wait (time
+limit, client disconnect), encode PNG. Nothing is written outside one private temporary folder.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+import urllib.parse
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import GleanError
+from . import uploads
+from .catalog import ModelInfo, default_model, find_model, model_catalog, precisions
+from .config import ServeConfig
+from .engine import Engine, Job, QueueFull
+from .errors import ApiError, api_error
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+_CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'"
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+def _default_loader(device: str):
+    def load(name: str, precision: str):
+        from ..pipeline.upscaler import Upscaler
+
+        # the size check is the server's (check_size, 422); resize=true must reach the model
+        return Upscaler(name, device=device, precision=precision, resize="any")
+    return load
+
+
+def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
+    """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo)."""
+    engine = Engine(loader or _default_loader(config.device), device=config.device, max_models=config.max_models,
+                    max_queue=config.max_queue, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000)
+    temp_root = Path(tempfile.mkdtemp(prefix="gleansr-serve-"))  # mode 0700: this user's only
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            engine.close()
+            shutil.rmtree(temp_root, ignore_errors=True)
+
+    # /openapi.json is the API's description; FastAPI's /docs and /redoc pages load their scripts from
+    # a CDN, which this offline, same-origin-only server does not allow, so they are off.
+    app = FastAPI(title="gleansr", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="GLEAN super-resolution on this machine. Errors are JSON: "
+                              '`{"error": {"code": "stable_code", "message": "one sentence"}}`.')
+    app.state.config, app.state.engine, app.state.temp_root = config, engine, temp_root
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=["*"])
+    app.add_middleware(_SecurityHeaders)
+    _add_error_handlers(app)
+    _add_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+class _SecurityHeaders:
+    """nosniff everywhere; the page may load only from this server (works offline, no leaks)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] += [(b"x-content-type-options", b"nosniff"),
+                                       (b"content-security-policy", _CSP.encode())]
+            await send(message)
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def on_api_error(_request, exc: ApiError):
+        return _error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request, exc: HTTPException):
+        if exc.status_code == 404:
+            return _error_response(api_error("not_found", f"no such page or endpoint: {request.url.path}"))
+        if exc.status_code == 405:
+            return _error_response(api_error("method_not_allowed", f"{request.method} is not allowed on "
+                                                                   f"{request.url.path}", exc.headers))
+        return _error_response(ApiError(exc.status_code, "bad_request", str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_parameter(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
+        return _error_response(api_error("bad_parameter", f"{where or 'a parameter'}: {first.get('msg', 'invalid')}"))
+
+
+def _add_routes(app: FastAPI) -> None:
+    config, engine = app.state.config, app.state.engine
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", summary="Liveness and load")
+    async def healthz():
+        return {"status": "ok", "version": __version__, "device": config.device, "loaded": engine.loaded(),
+                "queue": {"waiting": engine.pending(), "max": config.max_queue}, "stats": dict(engine.stats)}
+
+    @app.get("/v1/models", summary="The models this server offers")
+    async def models():
+        catalog = model_catalog()
+        return {"default": config.default_model or default_model(catalog), "precisions": list(precisions()),
+                "models": [m.to_json() for m in catalog.values()]}
+
+    @app.post("/v1/upscale", summary="Super-resolve one image; answers image/png", response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "the SR image (PNG)"},
+                         **{s: {"description": d} for s, d in _ERROR_DOCS.items()}},
+              openapi_extra={"requestBody": _UPLOAD_BODY})
+    async def upscale(request: Request,
+                      model: str | None = Query(None, description="a name from /v1/models (default: the server's)"),
+                      precision: str | None = Query(None, description="fp32 | bf16 | fp16"),
+                      resize: str | None = Query(None, description="true: shrink inputs larger than the model's")):
+        return await _upscale(request, config, engine, {"model": model, "precision": precision, "resize": resize})
+
+
+_ERROR_DOCS = {400: "bad parameter or unreadable image", 404: "unknown model", 409: "model weights not installed",
+               413: "upload or pixel count over the limit", 415: "not an image",
+               422: "input larger than the model's, or refused by the model",
+               503: "queue full (see Retry-After)", 504: "time limit reached"}
+_UPLOAD_BODY = {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "string", "format": "binary"}, "model": {"type": "string"},
+        "precision": {"type": "string"}, "resize": {"type": "boolean"}}}}}}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it exceeds ``limit`` bytes."""
+    too_large = api_error("upload_too_large", f"the upload is larger than this server accepts ({limit:,} bytes)")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _parse(request: Request, config: ServeConfig, params: dict) -> tuple[bytes, str, ModelInfo, str, bool]:
+    """(image bytes, display name, model, precision, resize) from a raw or multipart request."""
+    body = await _read_body(request, config.max_upload_bytes)
+    content_type = request.headers.get("content-type", "")
+    filename = None
+    if content_type.startswith("multipart/form-data"):
+        body, filename, fields = uploads.parse_multipart(body, content_type)
+        if body is None:
+            raise api_error("bad_request", "the multipart upload has no file part (name it 'image')")
+        params = {**params, **{k: v for k, v in fields.items() if k in params}}
+    catalog = model_catalog()
+    name = params["model"] or config.default_model or default_model(catalog)
+    if not name:
+        raise api_error("model_unavailable", "no model is installed; GET /v1/models lists what can be downloaded")
+    try:
+        info = find_model(name, catalog)
+    except GleanError as exc:
+        raise api_error("unknown_model", str(exc)) from None
+    if not info.present:
+        raise api_error("model_unavailable", f"the weights of {name} are not installed on this server; download them "
+                                             f"once (`gleansr upscale --model {name} --download IMAGE`) and retry")
+    precision = params["precision"] or config.precision
+    if precision not in precisions():
+        raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {precision!r}")
+    filename = filename or urllib.parse.unquote(request.headers.get("x-filename", ""))  # percent-encoded: any name
+    return body, uploads.display_name(filename), info, precision, \
+        uploads.parse_bool("resize", params["resize"])
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
+    """The job's result; cancels the job when the client goes away or the time limit passes."""
+    result = asyncio.wrap_future(job.future)
+    gone = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({result, gone}, timeout=max(0.0, deadline - time.perf_counter()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if result in done:
+        return result.result()
+    engine.cancel(job)
+    if gone in done:
+        engine.stats["disconnected"] += 1
+        raise _ClientGone
+    engine.stats["timed_out"] += 1
+    raise api_error("timeout", "the request took longer than this server's time limit; retry when it is less busy")
+
+
+async def _upscale(request: Request, config: ServeConfig, engine: Engine, params: dict) -> Response:
+    start = time.perf_counter()
+    deadline = start + config.timeout_s
+    data, name, info, precision, resize = await _parse(request, config, params)
+    root = request.app.state.temp_root
+    image = await run_in_threadpool(uploads.decode_upload, data, name, config.max_pixels, root)
+    uploads.check_size(image, name, info, resize)
+    decoded = time.perf_counter()
+    try:
+        job = engine.submit(info.name, precision, uploads.to_array(image))
+    except QueueFull:
+        raise api_error("queue_full", "the server is busy (its queue is full); retry in a moment",
+                        {"Retry-After": str(config.retry_after_s)}) from None
+    try:
+        result = await _wait(request, engine, job, deadline)
+    except _ClientGone:
+        return Response(status_code=499)
+    except GleanError as exc:
+        raise api_error("input_rejected", str(exc)) from None
+    except ApiError:
+        raise
+    except Exception:  # noqa: BLE001 - logged here; the client gets one sentence, never a trace
+        log.exception("upscaling %s with %s failed", name, info.name)
+        raise api_error("internal_error", "the model run failed on the server; its log has the details") from None
+    ran = time.perf_counter()
+    png = await run_in_threadpool(uploads.encode_png, result, image, root)
+    return Response(png, media_type="image/png", headers=_result_headers(info, precision, image, result, job,
+                                                                         (start, decoded, ran, time.perf_counter())))
+
+
+def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, marks: tuple) -> dict[str, str]:
+    start, decoded, ran, end = marks
+    queue_ms = ((job.started or ran) - job.submitted) * 1000
+    timing = {"decode": (decoded - start) * 1000, "queue": queue_ms, "run": job.run_s * 1000,
+              "encode": (end - ran) * 1000, "total": (end - start) * 1000}
+    h, w = image.rgb.shape[:2]
+    return {"X-Gleansr-Model": info.name, "X-Gleansr-Precision": precision, "X-Gleansr-Scale": str(info.scale),
+            "X-Gleansr-Input-Size": f"{w}x{h}", "X-Gleansr-Output-Size": f"{result.shape[1]}x{result.shape[0]}",
+            "X-Gleansr-Batch-Size": str(job.batch_size), "X-Gleansr-Total-Ms": f"{timing['total']:.1f}",
+            "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timing.items())}

@@ -1,0 +1,60 @@
+"""The models the server offers, read from the zoo through one accessor (:func:`model_catalog`).
+
+Everything else in :mod:`gleansr.serve` sees only :class:`ModelInfo`, so a change in how the zoo
+is declared touches this file alone.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+
+from ..errors import GleanError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a client needs to pick a model: its domain, its sizes, whether it can run now."""
+
+    name: str
+    domain: str  # short: "cats", "faces", "glyphs"
+    input_kind: str  # what the model expects, in words
+    in_size: int
+    out_size: int
+    present: bool  # weights on disk: the model can run offline now
+    downloadable: bool  # weights can be fetched (`gleansr models --download`)
+
+    @property
+    def scale(self) -> int:
+        return self.out_size // self.in_size
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "scale": self.scale}
+
+
+def model_catalog() -> dict[str, ModelInfo]:
+    """Every model of the zoo by name, bundled ones first (the one place the zoo is read)."""
+    from ..zoo import ZOO, is_present
+
+    return {e.name: ModelInfo(e.name, e.domain, e.input_kind, e.in_size, e.out_size, is_present(e),
+                              e.weights.url is not None) for e in ZOO.values()}
+
+
+def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
+    """The named model; GleanError with a "did you mean" for a typo."""
+    if name in catalog:
+        return catalog[name]
+    close = difflib.get_close_matches(name, catalog, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise GleanError(f"unknown model {name!r}; {hint}GET /v1/models lists the models this server offers")
+
+
+def default_model(catalog: dict[str, ModelInfo]) -> str | None:
+    """The first model whose weights are installed (the bundled one on a fresh install)."""
+    return next((m.name for m in catalog.values() if m.present), None)
+
+
+def precisions() -> tuple[str, ...]:
+    """The precisions a request may ask for (the project's one precision table)."""
+    from ..precision import PRECISIONS
+
+    return tuple(PRECISIONS)

@@ -1,0 +1,153 @@
+"""Uploaded bytes in, PNG bytes out: parsing, sniffing, limits and the refusal of large inputs.
+
+Decoding goes through :func:`gleansr.pipeline.images.load_image` on a file in the server's private
+temporary folder, so an upload is read exactly as the CLI reads the same file and gets the same
+message (the client's file name stands in for the path; it is never used on disk).
+"""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageError
+from ..pipeline.images import LoadedImage, load_image, save_image
+from .catalog import ModelInfo
+from .errors import api_error
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+@contextmanager
+def scratch(root: Path) -> Iterator[Path]:
+    """A fresh folder under the server's private ``root``, removed with all it holds on exit."""
+    folder = Path(tempfile.mkdtemp(prefix="req-", dir=root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def display_name(filename: str | None) -> str:
+    """A client's file name fit for a message: its last component, printable, short."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    base = re.sub(r"[^\w.\- ]", "_", base)[:80].strip()
+    return base or "upload"
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    text = (value or "").strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise api_error("bad_parameter", f"{name} must be true or false, got {value!r}")
+
+
+def parse_multipart(body: bytes, content_type: str) -> tuple[bytes | None, str | None, dict[str, str]]:
+    """(image bytes, its file name, the text fields) of a multipart/form-data body, in memory."""
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise api_error("bad_request", "the multipart upload has no boundary in its Content-Type")
+    parts: list[dict] = []
+    field, value = bytearray(), bytearray()
+
+    def header_end() -> None:
+        parts[-1]["headers"][bytes(field).lower()] = bytes(value)
+        field.clear()
+        value.clear()
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": lambda: parts.append({"headers": {}, "data": bytearray()}),
+        "on_header_field": lambda d, s, e: field.extend(d[s:e]),
+        "on_header_value": lambda d, s, e: value.extend(d[s:e]),
+        "on_header_end": header_end,
+        "on_part_data": lambda d, s, e: parts[-1]["data"].extend(d[s:e]),
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise api_error("bad_request", f"the multipart upload cannot be parsed ({exc})") from None
+    image, filename, fields = None, None, {}
+    for part in parts:
+        options = parse_options_header(part["headers"].get(b"content-disposition", b""))[1]
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in options or name in ("image", "file"):
+            if image is not None:
+                raise api_error("bad_request", "send one image per request")
+            image, filename = bytes(part["data"]), options.get(b"filename", b"").decode("utf-8", "replace")
+        else:
+            fields[name] = part["data"].decode("utf-8", "replace")
+    return image, filename, fields
+
+
+def _sniff(data: bytes, name: str, max_pixels: int) -> bool:
+    """True when Pillow recognises the content (whatever the name says); 413 on too many pixels,
+    judged from the header before anything is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Image.DecompressionBombError:
+        width = height = max_pixels + 1
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open: load_image says why
+        return False
+    if width * height > max_pixels:
+        raise api_error("too_many_pixels", f"{name} is {width}x{height} ({width * height:,} pixels), more than "
+                                           f"this server accepts ({max_pixels:,})")
+    return True
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int, root: Path) -> LoadedImage:
+    """The upload as the CLI would load it; ApiError (400/413/415) with the CLI's sentence."""
+    known = bool(data) and _sniff(data, name, max_pixels)
+    with scratch(root) as folder:
+        path = folder / "upload"
+        path.write_bytes(data)
+        try:
+            return load_image(path)
+        except ImageError as exc:
+            message = str(exc).replace(str(path), name)
+            code = "empty_upload" if not data else "invalid_image" if known else "not_an_image"
+            raise api_error(code, message) from None
+
+
+def check_size(image: LoadedImage, name: str, model: ModelInfo, resize: bool) -> None:
+    """Refuse an input larger than the model's input unless asked to shrink it (422)."""
+    height, width = image.rgb.shape[:2]
+    if resize or (width <= model.in_size and height <= model.in_size):
+        return
+    raise api_error("input_too_large", (
+        f"{name} is {width}x{height}, larger than the {model.in_size}x{model.in_size} input of {model.name} "
+        f"({model.domain}: {model.input_kind}); GLEAN restores tiny images of one kind and shrinking this one "
+        "would throw most of it away: pick a model that fits (GET /v1/models) or pass resize=true to shrink it anyway"))
+
+
+def to_array(image: LoadedImage) -> np.ndarray:
+    """The image as ``Upscaler.upscale`` takes it, in its source's depth (uint8 or uint16, so the
+    model's input is quantised as the CLI's is): (H, W, C), C = 1|2 gray(+alpha), 3|4 RGB(+alpha)."""
+    planes = [image.rgb[..., :1] if image.grayscale else image.rgb]
+    if image.alpha is not None:
+        planes.append(image.alpha[..., None])
+    dtype, top = (np.uint16, 65535) if image.bit_depth == 16 else (np.uint8, 255)
+    return np.ascontiguousarray(np.rint(np.concatenate(planes, axis=2) * top), dtype=dtype)
+
+
+def encode_png(result: np.ndarray, source: LoadedImage, root: Path) -> bytes:
+    """The SR array (uint8/uint16, as :func:`to_array` gave) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
+    result = result.astype(np.float32) / np.iinfo(result.dtype).max
+    colour = result[..., : 3 if result.shape[2] >= 3 else 1]
+    rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
+    alpha = result[..., -1] if result.shape[2] in (2, 4) else None
+    with scratch(root) as folder:
+        path = save_image(folder / "result.png", rgb, alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
+                          icc_profile=source.icc_profile, exif=source.exif)
+        return path.read_bytes()
