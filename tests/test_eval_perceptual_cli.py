@@ -20,7 +20,8 @@ from gleansr.data.convert import uint8_to_tensor
 from gleansr.data.imresize import imresize
 from gleansr.models.alexnet import AlexNetFeatures
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
-from gleansr.models.inception import InceptionV3FID, load_fid_inception_weights
+from gleansr.loading.backbones import load_fid_inception_weights
+from gleansr.models.inception import InceptionV3FID
 from gleansr.models.vgg import VGG16Features
 from gleansr.perceptual_metrics import LPIPS, fid_from_features
 from test_perceptual_metrics import CHANNELS, randomised_inception_state
