@@ -139,3 +139,18 @@ def test_augmented_bf16_run_trains_with_finite_losses(shapes, tmp_path):
 
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["iter"] == 2 and all(np.isfinite(record[k]) for k in ("loss_gan_d", "loss_gan_g", "loss_r1", "loss_pl"))
+
+
+@pytest.mark.parametrize("bank_file", ["bank.safetensors", "bank.pth", "."])
+def test_glean_training_starts_from_the_bank_files_bank_train_writes(trained, tmp_path, bank_file):
+    """Issue 12: `train --bank bank.safetensors` refused the file `bank train` writes."""
+    from train.train_helpers import cli_args, setup_run
+
+    whole, _ = trained
+    files = setup_run(tmp_path)
+    run = tmp_path / "glean"
+    assert main(cli_args(files, run, "--bank", str(whole / bank_file), "--max-iters", "1")) == 0
+    bank = {k[len("generator."):]: v for k, v in read_training_checkpoint(run / "last.pt")["generator"].items()
+            if k.startswith("generator.")}
+    ema = read_training_checkpoint(whole / "last.pt")["generator_ema"]
+    assert all(torch.equal(bank[k], v) for k, v in ema.items())  # the frozen bank is the EMA generator

@@ -136,3 +136,18 @@ def test_train_init_reads_a_generator_written_by_export(tmp_path, tiny_glean, su
     fresh = GLEANStyleGANv2(**TINY_GLEAN)
     fresh.load_state_dict(state, strict=True)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in tiny_glean.state_dict().items())
+
+
+def test_a_glean_file_given_as_a_bank_is_named(tmp_path, tiny_glean, capsys):
+    path = release_file(tmp_path / "release.pth", tiny_glean)
+    with pytest.raises(CheckpointError, match="holds a GLEAN generator, not a StyleGAN2 bank.*--init"):
+        load_bank(path)
+    assert main(["bank", "sample", str(path), "-o", str(tmp_path / "grid.png"), "--device", "cpu"]) == 2
+    assert "holds a GLEAN generator, not a StyleGAN2 bank" in capsys.readouterr().err
+
+
+def test_eval_weights_given_a_photo_says_it_is_an_image(tmp_path, capsys):
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(png)
+    assert main(["eval", str(tmp_path), "--weights", str(png), "--device", "cpu"]) == 2
+    assert "photo.png is a PNG image, not a weights file" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -35,6 +35,7 @@ FORMATS = ("mmgen", "rosinality", "nvidia")
 GENERATOR_ARCH = "StyleGAN2Generator"
 DISCRIMINATOR_ARCH = "StyleGAN2Discriminator"
 BANK_FILE = "bank.safetensors"  # what a bank run folder exports
+GLEAN_ENCODER_KEY = "encoder.0.0.conv_first.weight"  # present in every GLEAN state dict
 
 
 @dataclass
@@ -83,6 +84,14 @@ def read_source(path: str | os.PathLike) -> Any:
     return read_file(path).obj
 
 
+def _keys(obj: Any) -> list[Any]:
+    """Top-level keys of a mapping, and those under its ``state_dict``."""
+    if not isinstance(obj, Mapping):
+        return []
+    inner = obj.get("state_dict")
+    return list(obj) + (list(inner) if isinstance(inner, Mapping) else [])
+
+
 def detected_layouts(obj: Any) -> list[str]:
     """Names of the adapters that recognise ``obj`` (exactly one for any file they can read)."""
     return [name for name, adapter in _adapters().items() if adapter.detect(obj)]
@@ -91,6 +100,9 @@ def detected_layouts(obj: Any) -> list[str]:
 def detect_format(obj: Any, path: str | os.PathLike = "checkpoint") -> str:
     """Name of the one adapter that recognises ``obj``; the error says what the file holds."""
     found = detected_layouts(obj)
+    if not found and any(str(k).endswith(GLEAN_ENCODER_KEY) for k in _keys(obj)):
+        raise CheckpointError(f"{path} holds a GLEAN generator, not a StyleGAN2 bank; GLEAN files go to "
+                              "--weights (upscale, eval) or --init (train)")
     if len(found) != 1:
         what = "no known StyleGAN2 layout" if not found else f"several layouts ({', '.join(found)})"
         raise CheckpointError(f"{path}: {what} recognised (MMGeneration, rosinality or NVIDIA) in what it holds: "

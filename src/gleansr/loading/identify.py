@@ -11,13 +11,13 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.glean import GLEANConfig, GLEANStyleGANv2
+from .bank import GLEAN_ENCODER_KEY as GLEAN_MARKER
 from .bank import BankWeights, bank_from_raw, detected_layouts, exported_bank
 from .configs import infer_glean_config
 from .read import RawFile, read_file, summarize, unwrap_state
 from .strict import SAFETENSORS_CONFIG_KEY, select_prefix
 from .training import BANK_RUN_KIND, is_training_checkpoint, latest_training_checkpoint
 
-GLEAN_MARKER = "encoder.0.0.conv_first.weight"
 _FORMAT_NAMES = {"mmedit": "MMEditing GLEAN release", "gleansr": "gleansr GLEAN safetensors",
                  "bare": "bare GLEAN state dict", "mmgen": "MMGeneration StyleGAN2 bank",
                  "rosinality": "rosinality StyleGAN2 bank", "nvidia": "NVIDIA StyleGAN2-ADA bank",
