@@ -89,7 +89,7 @@ class FastGLEAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.check_input(x)  # before any graph capture: a wrong shape must not reach one
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing():  # TorchScript/ONNX tracing: no inference-mode tensors in the trace
             return self._run(x.to(self.target.device))
         with torch.inference_mode(), _cudnn_benchmark(self.target.device):
             # on the device before the (possibly graph-captured) forward: no host copies inside it
