@@ -14,9 +14,9 @@ from gleansr.convert import load_bank
 from gleansr.errors import CheckpointError
 from gleansr.train.state import read_training_checkpoint
 
-TINY = ["--size", "32", "--channel-max", "16", "--style-channels", "16", "--num-mlps", "2", "--batch", "4",
-        "--r1-every", "2", "--pl-every", "2", "--save-every", "2", "--sample-every", "2", "--log-every", "1",
-        "--workers", "0", "--device", "cpu", "--no-progress"]
+TINY = ["--set", "size=32", "channel_max=16", "style_channels=16", "num_mlps=2", "r1_every=2", "pl_every=2",
+        "sample_every=2", "--batch-size", "4", "--save-every", "2", "--log-every", "1", "--num-workers", "0",
+        "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,10 +47,10 @@ def shapes(tmp_path_factory):
 def trained(shapes, tmp_path_factory):
     """A 4-iteration run in one go, and the same run stopped at 2 and resumed to 4."""
     whole, split = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("split")
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(whole), "--iters", "4", *TINY]) == 0
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--iters", "2", *TINY]) == 0
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--iters", "4",
-                 "--workers", "0", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(whole), "--max-iters", "4", *TINY]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--max-iters", "2", *TINY]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--max-iters", "4",
+                 "--num-workers", "0", "--device", "cpu", "--quiet"]) == 0
     return whole, split
 
 
@@ -78,10 +78,11 @@ def test_resumed_run_equals_uninterrupted_run(trained):
     assert (whole / "samples/iter_00000004.png").read_bytes() == (split / "samples/iter_00000004.png").read_bytes()
 
 
-def test_resume_refuses_a_different_architecture(trained, shapes, capsys):
+def test_resume_refuses_a_different_recipe(trained, shapes, capsys):
     _, split = trained
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--lr", "0.01", "--iters", "5"]) == 2
-    assert "cannot resume" in capsys.readouterr().err
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--set", "lr=0.01", "--max-iters", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "config field lr (0.002 in the checkpoint, 0.01 now) differs" in err
 
 
 def test_bank_plugs_into_glean(trained):
@@ -132,7 +133,7 @@ def test_bank_converts_to_safetensors_with_the_same_images(trained, tmp_path):
 
 
 def test_augmented_bf16_run_trains_with_finite_losses(shapes, tmp_path):
-    args = [*TINY, "--batch", "2", "--iters", "2", "--r1-every", "1", "--pl-every", "1", "--augment",
+    args = [*TINY, "--batch-size", "2", "--max-iters", "2", "--set", "r1_every=1", "pl_every=1", "augment=true",
             "--precision", "bf16"]
     assert main(["bank", "train", "--data", str(shapes), "--out", str(tmp_path), *args]) == 0
     import json

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gleansr.cli import main
-from gleansr.train import loop
+from gleansr.train import glean
 from gleansr.train.state import read_training_checkpoint
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_env
@@ -15,17 +15,17 @@ from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_
 # Each rank records its networks' weights after every training step.
 RECORDING_DRIVER = """
 import os, sys, torch
-from gleansr.train import loop
+from gleansr.train import glean
 from gleansr.cli import main
 
 snapshots = []
-step = loop._train_step
+step = glean._train_step
 def recording_step(nets, config, lr, hr):
     losses = step(nets, config, lr, hr)
     snapshots.append({**{"G." + k: v.clone() for k, v in nets.generator.state_dict().items()},
                       **{"D." + k: v.clone() for k, v in nets.discriminator.state_dict().items()}})
     return losses
-loop._train_step = recording_step
+glean._train_step = recording_step
 code = main(sys.argv[1:])
 torch.save(snapshots, os.path.join(os.environ["SNAPSHOT_DIR"], "rank%s.pt" % os.environ["RANK"]))
 sys.exit(code)
@@ -54,7 +54,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, monkey
             assert torch.equal(step0[key], step1[key]), key
 
     single: list[dict] = []
-    step = loop._train_step
+    step = glean._train_step
 
     def recording_step(nets, config, lr, hr):
         losses = step(nets, config, lr, hr)
@@ -62,7 +62,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, monkey
                        **{"D." + k: v.clone() for k, v in nets.discriminator.state_dict().items()}})
         return losses
 
-    monkeypatch.setattr(loop, "_train_step", recording_step)
+    monkeypatch.setattr(glean, "_train_step", recording_step)
     assert main(cli_args(files, tmp_path / "single", *COMMON, "--batch-size", "4")) == 0
 
     ddp_metrics, single_metrics = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")

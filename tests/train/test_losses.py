@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from conftest import he_initialised
 from gleansr.errors import GleanError
 from gleansr.models.vgg import VGG16Features
+from gleansr.train.sources import preset_recipe
 from gleansr.train.losses import (
-    PERCEPTUAL_VGG_INPUT_RANGE,
     PerceptualLoss,
     gan_loss,
     logistic_d_loss,
@@ -66,8 +66,8 @@ def test_zero_range_option_maps_images_to_unit_range_first(random_loss):
     output, target = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(unit(output, target), random_loss((output + 1) / 2, (target + 1) / 2))
     assert not torch.allclose(unit(output, target), random_loss(output, target))
-    assert PERCEPTUAL_VGG_INPUT_RANGE["glean_in128out1024_4x2_300k_ffhq_celebahq"] == "[0,1]"
-    assert PERCEPTUAL_VGG_INPUT_RANGE["glean_cat_8x"] == "[-1,1]"
+    assert preset_recipe("glean_in128out1024_4x2_300k_ffhq_celebahq").perceptual_input_range == "[0,1]"
+    assert preset_recipe("glean_cat_8x").perceptual_input_range == "[-1,1]"
 
 
 def test_perceptual_loss_is_zero_for_identical_images(random_loss):

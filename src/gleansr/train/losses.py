@@ -27,16 +27,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 VggInputRange = Literal["[-1,1]", "[0,1]"]
 
-# Which range the images are in when they enter VGG's ImageNet normalisation, per preset
-# (MMEditing's ``norm_img``: False feeds the [-1, 1] training images as they are, True maps them
-# to [0, 1] first). Read from the released configs.
-PERCEPTUAL_VGG_INPUT_RANGE: dict[str, VggInputRange] = {
-    "glean_cat_8x": "[-1,1]",
-    "glean_cat_16x": "[-1,1]",
-    "glean_ffhq_16x": "[-1,1]",
-    "glean_in128out1024_4x2_300k_ffhq_celebahq": "[0,1]",
-}
-
 
 def pixel_loss(output: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """MMEditing ``MSELoss`` (mean reduction) times ``weight``: any matching shapes -> scalar."""
@@ -52,7 +42,7 @@ class PerceptualLoss(nn.Module):
         weight: ``perceptual_weight`` (1e-2 in GLEAN).
         vgg_input_range: "[-1,1]" feeds the [-1, 1] images to the ImageNet mean/std normalisation
             unchanged (MMEditing ``norm_img=False``: cat_8x, cat_16x, ffhq_16x); "[0,1]" maps
-            them to [0, 1] first (``norm_img=True``: in128). See ``PERCEPTUAL_VGG_INPUT_RANGE``.
+            them to [0, 1] first (``norm_img=True``: in128). Each preset's value is in its recipe.
         criterion: "mse" (GLEAN) or "l1", mean over all feature elements.
         allow_random: with ``vgg_weights=None``, keep a randomly initialised VGG (tests only).
 

@@ -28,9 +28,9 @@ cuDNN's autotuned, non-deterministic kernels make any two runs drift apart sligh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -114,7 +114,7 @@ def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | Non
             return path, read_training_checkpoint(path)
         except CheckpointError as exc:
             problems.append(str(exc))
-            print(f"gleansr: warning: {exc}; trying the previous checkpoint", file=sys.stderr)
+            logging.getLogger("gleansr.train").warning("%s; trying the previous checkpoint", exc)
     if problems:
         raise CheckpointError(f"no readable checkpoint in {run_dir}: {problems[-1]}")
     return None
