@@ -50,7 +50,7 @@ from ..errors import GleanError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import StyleGAN2Generator
 from . import sources
-from .config import default_num_workers
+from .config import PRECISIONS, default_num_workers
 from .distributed import DistInfo, all_reduce_mean
 from .losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
 from .overrides import check_resume, flatten, read_config_file, with_overrides
@@ -100,8 +100,8 @@ class BankConfig:
     def __post_init__(self) -> None:
         if self.size < 8 or self.size & (self.size - 1):
             raise ValueError(f"size must be a power of two >= 8, got {self.size}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         group = min(self.batch_size, self.mbstd_group_size)
         if self.batch_size < 1 or self.batch_size % group:
             raise ValueError(f"batch_size {self.batch_size} must be <= {self.mbstd_group_size} or a multiple of it "
