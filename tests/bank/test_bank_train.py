@@ -1,6 +1,8 @@
 """End to end: train a tiny bank, resume it exactly, sample it, convert it, plug it into GLEAN."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -136,7 +138,20 @@ def test_augmented_bf16_run_trains_with_finite_losses(shapes, tmp_path):
     args = [*TINY, "--batch-size", "2", "--max-iters", "2", "--set", "r1_every=1", "pl_every=1", "augment=true",
             "--precision", "bf16"]
     assert main(["bank", "train", "--data", str(shapes), "--out", str(tmp_path), *args]) == 0
-    import json
-
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["iter"] == 2 and all(np.isfinite(record[k]) for k in ("loss_gan_d", "loss_gan_g", "loss_r1", "loss_pl"))
+
+
+@pytest.mark.parametrize("bank_file", ["bank.pth", "bank.safetensors"])
+def test_glean_trains_from_the_files_bank_training_writes(trained, shapes, tmp_path, bank_file):
+    whole, _ = trained
+    config = {"model": {"in_size": 8, "out_size": 32, "rrdb_channels": 8, "num_rrdbs": 1, "style_channels": 16,
+                        "num_mlps": 2, "channel_max": 16}, "batch_size": 2, "perceptual_weight": 0, "lr_d": 0,
+              "num_workers": 0}
+    (tmp_path / "glean.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "glean.json"), "--data", str(shapes), "--out", str(tmp_path / "run"),
+                 "--bank", str(whole / bank_file), "--max-iters", "1", "--device", "cpu", "--quiet"]) == 0
+    saved = read_training_checkpoint(tmp_path / "run" / "last.pt")
+    bank = read_training_checkpoint(whole / "last.pt")
+    assert all(torch.equal(saved["generator"][f"generator.{k}"], v) for k, v in bank["generator_ema"].items())
+    assert all(torch.equal(saved["discriminator"][k], v) for k, v in bank["discriminator"].items())  # lr_d = 0

@@ -3,10 +3,11 @@
 A training checkpoint is a dict saved with ``torch.save`` and read back with
 ``weights_only=True`` (it holds only tensors, numbers, strings and containers):
 
-- ``format``: :data:`CHECKPOINT_FORMAT`; ``iteration``: iterations completed;
+- ``format``: :data:`CHECKPOINT_FORMAT`; ``kind``: the recipe (``glean``, ``stylegan2-bank``; a
+  checkpoint without one is GLEAN's); ``iteration``: iterations completed;
 - ``config``: the :class:`~gleansr.train.config.TrainConfig` as a dict (the model's
   GLEANConfig under ``model``), so resume and export rebuild the networks from it;
-- ``generator``: the whole generator state dict, frozen bank included (the file is then
+- GLEAN's recipe: ``generator``: the whole generator state dict, frozen bank included (the file is then
   self-contained: resuming or exporting never needs the bank file again); ``discriminator``;
 - ``optimizer_g`` / ``optimizer_d`` (Adam), ``scheduler`` (its settings, for information: the
   learning rate is a function of the iteration), ``scaler_g`` / ``scaler_d`` (GradScaler);
