@@ -138,7 +138,7 @@ def test_a_different_total_batch_is_said_once_with_the_way_to_match_it(tmp_path,
     assert main(cli_args(files, tmp_path / "run", "--max-iters", "1", "--set", "accumulate=2")) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "total batch" in line]
     assert lines == [f"gleansr: warning: {CAT} was trained upstream with a total batch of 16 (2 processes x 8); "
-                     "this run's is 4 (1 process(es) x 2 x 2 accumulated); the learning rate is not rescaled; "
+                     "this run's is 4 (1 process x 2 x 2 accumulated); the learning rate is not rescaled; "
                      "to match it: --set accumulate=8"]
     assert read_training_checkpoint(tmp_path / "run" / "last.pt")["config"]["lr_g"] == 1e-4  # not rescaled
     preset = load_config(CAT)

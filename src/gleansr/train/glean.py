@@ -197,13 +197,14 @@ class GleanRecipe:
     def prepare(self, info: DistInfo, fresh: bool) -> Dataset:
         config = self.config
         train_set, self.val_set = glean_start.datasets(config, self.paths)
-        bank = glean_start.bank_file(config, info) if fresh else None
-        vgg = glean_start.vgg_file(self.paths.vgg, info) if config.perceptual_weight > 0 else None
-        self.files = (bank, vgg)
         batch = glean_start.batch_note(config, info.world_size)
         if info.is_main:
             for note in self.notes + ([batch] if batch else []):
                 logger.warning(note)
+        bank = glean_start.bank_file(config, info) if fresh else None
+        vgg = glean_start.vgg_file(self.paths.vgg, info) if config.perceptual_weight > 0 else None
+        self.files = (bank, vgg)
+        if info.is_main:
             for note in glean_start.start_notes(config, bank, fresh):
                 logger.info(note)
         return train_set

@@ -139,7 +139,7 @@ def batch_note(config: TrainConfig, world_size: int) -> str | None:
     total = config.batch_size * config.accumulate * world_size
     if total == upstream.total_batch:
         return None
-    mine = f"{world_size} process(es) x {config.batch_size}" + (
+    mine = f"{world_size} process{'es' if world_size > 1 else ''} x {config.batch_size}" + (
         f" x {config.accumulate} accumulated" if config.accumulate > 1 else "")
     text = (f"{config.preset} was trained upstream with a total batch of {upstream.total_batch} "
             f"({upstream.processes} processes x {upstream.batch_size}); this run's is {total} ({mine}); the "
