@@ -2,6 +2,7 @@
 resumes or has nothing left to do."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from gleansr.cli import main
+from gleansr.commands import bank as bank_command
+from gleansr.commands import train as train_command
 from gleansr.train import config as train_config
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import PYTHON, REPO, cli_args, setup_run, subprocess_env, write_config, write_images
@@ -75,3 +78,25 @@ def test_says_when_it_resumes_and_when_the_run_is_complete(tmp_path, capsys):
     assert f"gleansr: run {run / 'last.pt'}: iteration 2 of 2 is already complete" in capsys.readouterr().err
     assert main(cli_args(files, run, "--max-iters", "3")) == 0
     assert f"gleansr: resuming {run / 'last.pt'}: iteration 2 of 3" in capsys.readouterr().err
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings} - {"-h", "--help"}
+
+
+def test_both_training_commands_take_the_same_common_flags_and_typed_set(tmp_path, capsys):
+    glean_parser, bank_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    train_command.add_arguments(glean_parser)
+    bank_command.add_arguments(bank_parser)
+    bank_train = bank_parser._subparsers._group_actions[0].choices["train"]
+    common = {"--data", "--out", "--set", "--max-iters", "--batch-size", "--num-workers", "--save-every",
+              "--log-every", "--seed", "--precision", "--device", "--resume", "--quiet"}
+    assert _options(bank_train) == common
+    assert _options(glean_parser) - common == {"--lr-data", "--val-data", "--val-lr-data", "--val-every", "--bank",
+                                               "--init", "--vgg"}
+    data = write_images(tmp_path / "images", 2, seed=1)
+    for command, needed in ((["train", "glean_cat_8x"], []), (["bank", "train"], ["size=32"])):
+        assert main([*command, "--data", str(data), "--out", str(tmp_path / "run"), "--set", "max_iter=3"]) == 2
+        assert "gleansr: error: unknown config key 'max_iter' (known: " in capsys.readouterr().err
+        assert main([*command, "--data", str(data), "--out", str(tmp_path / "run"), "--set", *needed, "seed=x"]) == 2
+        assert "gleansr: error: --set: config key 'seed': expected int, got 'x'" in capsys.readouterr().err

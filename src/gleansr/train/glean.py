@@ -35,7 +35,7 @@ from ..data.convert import tensor_to_uint8
 from ..errors import GleanError
 from ..metrics import psnr, ssim
 from ..models import GLEANStyleGANv2
-from . import glean_start
+from . import glean_start, sources
 from .config import RESUMABLE_CHANGES, START_ONLY, TrainConfig, config_from_dict, cosine_restart_lr
 from .distributed import DistInfo
 from .glean_start import RunPaths
@@ -217,7 +217,7 @@ class GleanRecipe:
         for part, key in zip(_STATE_PARTS, _STATE_KEYS):
             target = getattr(self.nets, part)
             if key in ("generator", "discriminator"):
-                glean_start.sources.load_strict(target, state[key], f"{source} ({key})")
+                sources.load_strict(target, state[key], f"{source} ({key})")
             else:
                 target.load_state_dict(state[key])
 
