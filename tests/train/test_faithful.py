@@ -204,3 +204,18 @@ def test_init_starts_the_generator_from_an_exported_file(tmp_path, capsys):
                      "--init", str(tmp_path / "g.safetensors"))
     assert main(wider) == 2
     assert f"--init {tmp_path / 'g.safetensors'}: its generator is 8 -> 32" in capsys.readouterr().err
+
+
+def test_a_bank_without_discriminator_needs_random_d_asked_by_name(tmp_path, capsys):
+    files = setup_run(tmp_path)
+    _, bank, _ = _tiny_bank_bytes()
+    torch.save({"meta": {}, "state_dict": {f"generator_ema.{k}": v for k, v in bank.items()}}, tmp_path / "g_only.pth")
+    args = cli_args(files, tmp_path / "run", "--max-iters", "1", "--bank", str(tmp_path / "g_only.pth"))
+    assert main(args) == 2
+    assert (f"gleansr: error: {tmp_path / 'g_only.pth'} holds no discriminator; add --set discriminator=random "
+            "to start D from random weights") in capsys.readouterr().err
+    assert main(args + ["--set", "discriminator=random"]) == 0
+    assert "discriminator: random (asked by discriminator=random)" in capsys.readouterr().err
+    saved = read_training_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["config"]["discriminator"] == "random"
+    assert all(torch.equal(saved["generator"][f"generator.{k}"], v) for k, v in bank.items())
