@@ -143,10 +143,11 @@ fi
 finished data
 
 step "bank: StyleGAN2 at 128 px on the training glyphs ($BANK_ITERS iterations)"
-$GLEANSR bank train --data "$WORK/data/train" --out "$WORK/bank" --size 128 \
-  --channel-max "$CH_MAX" --channel-multiplier "$CH_MULT" --style-channels "$STYLE" --num-mlps "$MLPS" \
-  --batch "$BANK_BATCH" --iters "$BANK_ITERS" --r1 "$BANK_R1" --pl-weight "$BANK_PL" --ema-kimg "$BANK_EMA_KIMG" \
-  --save-every "$BANK_SAVE_EVERY" --sample-every "$BANK_SAVE_EVERY" --workers "$WORKERS" --device "$DEVICE" --no-progress
+$GLEANSR bank train --data "$WORK/data/train" --out "$WORK/bank" \
+  --set size=128 channel_max="$CH_MAX" channel_multiplier="$CH_MULT" style_channels="$STYLE" num_mlps="$MLPS" \
+  r1_gamma="$BANK_R1" pl_weight="$BANK_PL" ema_kimg="$BANK_EMA_KIMG" sample_every="$BANK_SAVE_EVERY" \
+  --batch-size "$BANK_BATCH" --max-iters "$BANK_ITERS" --save-every "$BANK_SAVE_EVERY" --num-workers "$WORKERS" \
+  --device "$DEVICE" --quiet
 finished bank
 
 # One training config for the three runs; they differ only in the bank (trained, none, random).
@@ -172,7 +173,7 @@ finished ablation
 
 step "control: GLEAN with a random frozen bank (same features and cost, no generative prior)"
 $GLEANSR train "$WORK/glean_glyphs_8x.json" --data "$WORK/data/train" --out "$WORK/random_bank" \
-  --max-iters "$ITERS" --device "$DEVICE" --quiet
+  --bank random --max-iters "$ITERS" --device "$DEVICE" --quiet
 finished control
 
 step "export: generators as safetensors with their config"

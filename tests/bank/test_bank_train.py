@@ -1,6 +1,8 @@
 """End to end: train a tiny bank, resume it exactly, sample it, convert it, plug it into GLEAN."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,15 +10,14 @@ from PIL import Image, ImageDraw
 
 from gleansr import GLEANStyleGANv2, StyleGAN2Discriminator, load_checkpoint
 from gleansr.bank import init_glean_from_bank, load_bank_generator
-from gleansr.loading import load_state_dict_strict
 from gleansr.cli import main
-from gleansr.loading import load_bank
+from gleansr.loading import load_bank, load_state_dict_strict
 from gleansr.errors import CheckpointError
-from gleansr.loading import read_training_checkpoint
+from gleansr.train.state import read_training_checkpoint
 
-TINY = ["--size", "32", "--channel-max", "16", "--style-channels", "16", "--num-mlps", "2", "--batch", "4",
-        "--r1-every", "2", "--pl-every", "2", "--save-every", "2", "--sample-every", "2", "--log-every", "1",
-        "--workers", "0", "--device", "cpu", "--no-progress"]
+TINY = ["--set", "size=32", "channel_max=16", "style_channels=16", "num_mlps=2", "r1_every=2", "pl_every=2",
+        "sample_every=2", "--batch-size", "4", "--save-every", "2", "--log-every", "1", "--num-workers", "0",
+        "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,10 +48,10 @@ def shapes(tmp_path_factory):
 def trained(shapes, tmp_path_factory):
     """A 4-iteration run in one go, and the same run stopped at 2 and resumed to 4."""
     whole, split = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("split")
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(whole), "--iters", "4", *TINY]) == 0
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--iters", "2", *TINY]) == 0
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--iters", "4",
-                 "--workers", "0", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(whole), "--max-iters", "4", *TINY]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--max-iters", "2", *TINY]) == 0
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--max-iters", "4",
+                 "--num-workers", "0", "--device", "cpu", "--quiet"]) == 0
     return whole, split
 
 
@@ -78,10 +79,11 @@ def test_resumed_run_equals_uninterrupted_run(trained):
     assert (whole / "samples/iter_00000004.png").read_bytes() == (split / "samples/iter_00000004.png").read_bytes()
 
 
-def test_resume_refuses_a_different_architecture(trained, shapes, capsys):
+def test_resume_refuses_a_different_recipe(trained, shapes, capsys):
     _, split = trained
-    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--lr", "0.01", "--iters", "5"]) == 2
-    assert "cannot resume" in capsys.readouterr().err
+    assert main(["bank", "train", "--data", str(shapes), "--out", str(split), "--set", "lr=0.01", "--max-iters", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "config field lr (0.002 in the checkpoint, 0.01 now) differs" in err
 
 
 def test_bank_plugs_into_glean(trained):
@@ -104,7 +106,7 @@ def test_bank_plugs_into_glean(trained):
 
     bigger = GLEANStyleGANv2(in_size=16, out_size=64, rrdb_channels=8, num_rrdbs=1, style_channels=16, num_mlps=2,
                              channel_max=16)
-    with pytest.raises(CheckpointError, match="bank in this file is 32 px.*needs a bank of 64 px"):
+    with pytest.raises(CheckpointError, match="out_size=32, this GLEAN needs 64"):
         init_glean_from_bank(bigger, whole / "bank.pth")
 
 
@@ -132,25 +134,23 @@ def test_bank_converts_to_safetensors_with_the_same_images(trained, tmp_path):
 
 
 def test_augmented_bf16_run_trains_with_finite_losses(shapes, tmp_path):
-    args = [*TINY, "--batch", "2", "--iters", "2", "--r1-every", "1", "--pl-every", "1", "--augment",
+    args = [*TINY, "--batch-size", "2", "--max-iters", "2", "--set", "r1_every=1", "pl_every=1", "augment=true",
             "--precision", "bf16"]
     assert main(["bank", "train", "--data", str(shapes), "--out", str(tmp_path), *args]) == 0
-    import json
-
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["iter"] == 2 and all(np.isfinite(record[k]) for k in ("loss_gan_d", "loss_gan_g", "loss_r1", "loss_pl"))
 
 
-@pytest.mark.parametrize("bank_file", ["bank.safetensors", "bank.pth", "."])
-def test_glean_training_starts_from_the_bank_files_bank_train_writes(trained, tmp_path, bank_file):
-    """Issue 12: `train --bank bank.safetensors` refused the file `bank train` writes."""
-    from train.train_helpers import cli_args, setup_run
-
+@pytest.mark.parametrize("bank_file", ["bank.pth", "bank.safetensors"])
+def test_glean_trains_from_the_files_bank_training_writes(trained, shapes, tmp_path, bank_file):
     whole, _ = trained
-    files = setup_run(tmp_path)
-    run = tmp_path / "glean"
-    assert main(cli_args(files, run, "--bank", str(whole / bank_file), "--max-iters", "1")) == 0
-    bank = {k[len("generator."):]: v for k, v in read_training_checkpoint(run / "last.pt")["generator"].items()
-            if k.startswith("generator.")}
-    ema = read_training_checkpoint(whole / "last.pt")["generator_ema"]
-    assert all(torch.equal(bank[k], v) for k, v in ema.items())  # the frozen bank is the EMA generator
+    config = {"model": {"in_size": 8, "out_size": 32, "rrdb_channels": 8, "num_rrdbs": 1, "style_channels": 16,
+                        "num_mlps": 2, "channel_max": 16}, "batch_size": 2, "perceptual_weight": 0, "lr_d": 0,
+              "num_workers": 0}
+    (tmp_path / "glean.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "glean.json"), "--data", str(shapes), "--out", str(tmp_path / "run"),
+                 "--bank", str(whole / bank_file), "--max-iters", "1", "--device", "cpu", "--quiet"]) == 0
+    saved = read_training_checkpoint(tmp_path / "run" / "last.pt")
+    bank = read_training_checkpoint(whole / "last.pt")
+    assert all(torch.equal(saved["generator"][f"generator.{k}"], v) for k, v in bank["generator_ema"].items())
+    assert all(torch.equal(saved["discriminator"][k], v) for k, v in bank["discriminator"].items())  # lr_d = 0

@@ -18,7 +18,7 @@ from gleansr.commands import export as export_command
 from gleansr.data.imresize import imresize
 from gleansr.errors import GleanError
 from gleansr.models import GLEANStyleGANv2
-from gleansr.train import loop
+from gleansr.train import glean
 from gleansr.train.config import load_config
 from gleansr.loading import export_release, read_training_checkpoint
 from gleansr.train.state import build_discriminator
@@ -101,7 +101,7 @@ def _on_call(n, action):
 
 def test_nan_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
     files = setup_run(tmp_path)
-    monkeypatch.setattr(loop, "pixel_loss", _on_call(3, lambda loss: loss * float("nan")))
+    monkeypatch.setattr(glean, "pixel_loss", _on_call(3, lambda loss: loss * float("nan")))
     assert main(cli_args(files, tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"gleansr: error: iteration 3: loss_pix is nan; stopped without saving "
@@ -119,7 +119,7 @@ def test_sigterm_saves_at_the_iteration_then_the_run_resumes(tmp_path, monkeypat
         os.kill(os.getpid(), signal.SIGTERM)
         return loss
 
-    monkeypatch.setattr(loop, "pixel_loss", _on_call(3, send_sigterm))
+    monkeypatch.setattr(glean, "pixel_loss", _on_call(3, send_sigterm))
     assert main(cli_args(files, tmp_path / "run")) == 128 + signal.SIGTERM
     assert "SIGTERM: saving after this iteration" in capsys.readouterr().err
     assert read_training_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 3  # not a save_every multiple

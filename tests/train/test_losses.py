@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import he_initialised
 from gleansr.errors import GleanError
 from gleansr.models.vgg import VGG16Features
-from gleansr.zoo import ZOO
+from gleansr.zoo import get_entry
 from gleansr.train.losses import (
     PerceptualLoss,
     gan_loss,
@@ -66,8 +66,8 @@ def test_zero_range_option_maps_images_to_unit_range_first(random_loss):
     output, target = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(unit(output, target), random_loss((output + 1) / 2, (target + 1) / 2))
     assert not torch.allclose(unit(output, target), random_loss(output, target))
-    assert ZOO["glean_in128out1024_4x2_300k_ffhq_celebahq"].recipe.perceptual_input_range == "[0,1]"
-    assert ZOO["glean_cat_8x"].recipe.perceptual_input_range == "[-1,1]"
+    assert get_entry("glean_in128out1024_4x2_300k_ffhq_celebahq").recipe.perceptual_input_range == "[0,1]"
+    assert get_entry("glean_cat_8x").recipe.perceptual_input_range == "[-1,1]"
 
 
 def test_perceptual_loss_is_zero_for_identical_images(random_loss):

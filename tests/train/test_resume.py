@@ -8,9 +8,8 @@ import torch
 
 from gleansr.cli import main
 from gleansr.errors import CheckpointError, GleanError
-from gleansr.train.loop import RunPaths, train
-from gleansr.loading import read_training_checkpoint
-from gleansr.train.state import load_latest
+from gleansr.train.glean import RunPaths, train
+from gleansr.train.state import load_latest, read_training_checkpoint
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_env
 
@@ -18,16 +17,16 @@ from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_
 # nothing (no handler, no atexit, no flush) runs after the kill.
 KILLED_AFTER_4 = """
 import os, signal, sys
-from gleansr.train import loop
+from gleansr.train import runtime
 from gleansr.cli import main
 
-save = loop.save_training_checkpoint
+save = runtime.save_training_checkpoint
 def save_then_die(run_dir, state):
     path = save(run_dir, state)
     if state["iteration"] == 4:
         os.kill(os.getpid(), signal.SIGKILL)
     return path
-loop.save_training_checkpoint = save_then_die
+runtime.save_training_checkpoint = save_then_die
 sys.exit(main(sys.argv[1:]))
 """
 

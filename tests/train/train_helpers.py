@@ -59,7 +59,7 @@ def write_random_vgg(path: Path) -> Path:
 
 def write_config(path: Path, **changes) -> Path:
     """A JSON training config of the tiny model: batch 2, no workers, log every iteration."""
-    config = {"model": TINY_MODEL, "batch_size": 2, "max_iters": 6, "num_workers": 0, "log_every": 1,
+    config = {"model": TINY_MODEL, "bank": "random", "batch_size": 2, "max_iters": 6, "num_workers": 0, "log_every": 1,
               "save_every": 2, "val_every": 3, "val_samples": 1, **changes}
     path.write_text(json.dumps(config))
     return path

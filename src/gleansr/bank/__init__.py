@@ -1,4 +1,5 @@
-"""StyleGAN2 latent banks: train one (:mod:`.train`), sample one (:mod:`.sample`), plug one into GLEAN.
+"""StyleGAN2 latent banks: sample one (:mod:`.sample`), augment its training images (:mod:`.augment`), plug
+one into GLEAN; training one is :mod:`gleansr.train.bank`.
 
 A bank file is anything :func:`gleansr.loading.load_bank` reads: MMGeneration official weights,
 gleansr bank checkpoints (``bank.pth``), exported safetensors (``bank.safetensors`` with its

@@ -2,56 +2,46 @@
 
 Examples::
 
-    gleansr train glean_cat_8x --data cats/train --out runs/cat8x --bank stylegan2-cat.pth --vgg vgg16.pth
-    gleansr train my_config.toml --data hr/ --lr-data lr_x8/ --out runs/x --set batch_size=4 lr_g=2e-4
-    torchrun --nproc-per-node 2 -m gleansr.cli train glean_ffhq_16x --data ffhq --out runs/ffhq --bank pretrained
+    gleansr train glean_cat_8x --data cats/train --out runs/cat8x            # the preset's pretrained bank
+    gleansr train my_config.toml --data hr/ --lr-data lr_x8/ --out runs/x --bank bank.pth --set batch_size=4
+    torchrun --nproc-per-node 2 -m gleansr.cli train glean_ffhq_16x --data ffhq --out runs/ffhq
 
-Running the same command again continues the run from ``RUN_DIR/last.pt``.
+Running the same command again continues the run from ``RUN_DIR/last.pt``. The flags shared
+with ``gleansr bank train`` are defined here (:func:`add_common_arguments`).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from ..train.config import PRECISIONS, load_config, parse_overrides
+from typing import Any
 
 NAME = "train"
 HELP = "Train a GLEAN model (presets' recipes or a config file); rerun the same command to resume."
 
-# Dedicated flags that are shorthands for --set (they win over --set).
-_SHORTHANDS = ("max_iters", "save_every", "val_every", "log_every", "batch_size", "num_workers", "precision", "seed")
+# Flags every training command has, each a shorthand for --set KEY=VALUE (they win over --set).
+COMMON_SHORTHANDS = (
+    ("--max-iters", "max_iters", "iterations to train in total"),
+    ("--batch-size", "batch_size", "images per process and (micro-)step"),
+    ("--num-workers", "num_workers", "DataLoader worker processes per process (default: fits the machine)"),
+    ("--save-every", "save_every", "checkpoint interval (iterations)"),
+    ("--log-every", "log_every", "metrics.jsonl interval (iterations)"),
+    ("--seed", "seed", "seed of the initial weights and the data order"),
+    ("--precision", "precision", "fp32, or bf16/fp16 autocast (fp16 with a GradScaler)"),
+)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG_OR_PRESET", nargs="?",
-                        help="a preset name (glean_cat_8x, glean_cat_16x, glean_ffhq_16x, "
-                             "glean_in128out1024_4x2_300k_ffhq_celebahq) or a .json/.toml config; "
-                             "optional when RUN_DIR holds a checkpoint")
-    parser.add_argument("--data", metavar="HR_DIR", type=Path, required=True, help="training HR images")
-    parser.add_argument("--lr-data", metavar="LR_DIR", type=Path,
-                        help="pre-made LR images (same relative names); default: made on the fly (MATLAB "
-                             "bicubic, or the in128 degradations when the config has degrade=true)")
+def add_common_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The arguments ``gleansr train`` and ``gleansr bank train`` share."""
+    parser.add_argument("config", metavar="CONFIG", nargs="?", help=config_help)
+    parser.add_argument("--data", metavar="DIR", type=Path, required=True, help="training images")
     parser.add_argument("--out", metavar="RUN_DIR", type=Path, required=True,
-                        help="run folder: checkpoints, metrics.jsonl, samples/, config.json")
-    parser.add_argument("--val-data", metavar="HR_DIR", type=Path, help="held-out HR images for PSNR/SSIM")
-    parser.add_argument("--val-lr-data", metavar="LR_DIR", type=Path, help="their LR images (default: bicubic)")
-    parser.add_argument("--bank", metavar="PATH",
-                        help="MMGeneration StyleGAN2 file (generator_ema -> bank, discriminator -> D), or "
-                             "'pretrained' for the preset's official bank (cached/downloaded)")
-    parser.add_argument("--vgg", metavar="PATH",
-                        help="torchvision VGG16 weights (vgg16-397923af.pth) for the perceptual loss; "
-                             "default: the cached copy, downloaded if missing")
+                        help="run folder: checkpoints, metrics.jsonl, samples/, config.json; resumed if it "
+                             "holds a checkpoint")
     parser.add_argument("--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
-                        help="override config values, typed by field: batch_size=4 betas=0.9,0.99 "
-                             "model.num_rrdbs=8 flip=false")
-    parser.add_argument("--max-iters", type=int, metavar="N", help="shorthand for --set max_iters=N")
-    parser.add_argument("--save-every", type=int, metavar="N", help="checkpoint interval (iterations)")
-    parser.add_argument("--val-every", type=int, metavar="N", help="validation interval (iterations)")
-    parser.add_argument("--log-every", type=int, metavar="N", help="metrics.jsonl interval (iterations)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (GPU)")
-    parser.add_argument("--num-workers", type=int, metavar="N", help="DataLoader worker processes per GPU")
-    parser.add_argument("--seed", type=int, metavar="N", help="seed of weights init and data order")
-    parser.add_argument("--precision", choices=PRECISIONS, help="fp32, or bf16/fp16 autocast (fp16 with GradScaler)")
+                        help="override config values, typed by field (e.g. batch_size=4 betas=0.9,0.99 flip=false)")
+    for option, field, text in COMMON_SHORTHANDS:
+        parser.add_argument(option, dest=field, metavar="N" if field != "precision" else "NAME", help=text,
+                            type=str if field == "precision" else int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda:LOCAL_RANK when CUDA is available, else CPU")
     parser.add_argument("--resume", action="store_true",
@@ -59,16 +49,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..train.loop import RunPaths, train
+def common_overrides(args: argparse.Namespace, config_class: Any, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """``--set`` pairs (keys checked against ``config_class``) with the shorthand flags on top."""
+    from ..train.overrides import parse_overrides
 
-    overrides = parse_overrides(args.overrides)
-    for key in _SHORTHANDS:
-        if getattr(args, key) is not None:
-            overrides[key] = str(getattr(args, key))
+    overrides = parse_overrides(config_class, args.overrides)
+    values = {field: getattr(args, field) for _, field, _ in COMMON_SHORTHANDS}
+    values.update(extra or {})
+    overrides.update({key: str(value) for key, value in values.items() if value is not None})
+    return overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, "a preset name (glean_cat_8x, glean_cat_16x, glean_ffhq_16x, "
+                                 "glean_in128out1024_4x2_300k_ffhq_celebahq) or a .json/.toml config; "
+                                 "optional when RUN_DIR holds a checkpoint")
+    parser.add_argument("--lr-data", metavar="LR_DIR", type=Path,
+                        help="pre-made LR images (same relative names); default: made on the fly (MATLAB "
+                             "bicubic, or the in128 degradations when the config has degrade=true)")
+    parser.add_argument("--val-data", metavar="HR_DIR", type=Path, help="held-out HR images for PSNR/SSIM")
+    parser.add_argument("--val-lr-data", metavar="LR_DIR", type=Path, help="their LR images (default: bicubic)")
+    parser.add_argument("--val-every", type=int, metavar="N", help="validation interval (iterations)")
+    parser.add_argument("--bank", metavar="FILE|random|pretrained",
+                        help="StyleGAN2 file (generator_ema -> bank, discriminator -> D; any format `gleansr "
+                             "convert` reads), 'random' for random bank and D, or 'pretrained' (a preset's "
+                             "default: its official bank, downloaded and verified); shorthand for --set bank=...")
+    parser.add_argument("--init", metavar="FILE", type=Path,
+                        help="start the generator from this GLEAN generator file (release, export or "
+                             "safetensors; same architecture), after the bank; shorthand for --set init=...")
+    parser.add_argument("--vgg", metavar="PATH",
+                        help="torchvision VGG16 weights (vgg16-397923af.pth) for the perceptual loss; "
+                             "default: the cached copy, downloaded if missing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.config import TrainConfig, load_config
+    from ..train.glean import RunPaths, train
+    from ..train.log import log_to_stderr
+
+    log_to_stderr()
+    extra = {"val_every": args.val_every, "bank": args.bank, "init": args.init}
+    overrides = common_overrides(args, TrainConfig, extra)
     config = load_config(args.config) if args.config else None
     paths = RunPaths(data=args.data, out=args.out, lr_data=args.lr_data, val_data=args.val_data,
-                     val_lr_data=args.val_lr_data, bank=args.bank, vgg=args.vgg)
+                     val_lr_data=args.val_lr_data, vgg=args.vgg)
     result = train(config, paths, overrides=overrides, resume=args.resume, device=args.device,
                    progress=not args.quiet)
     return 128 + int(result.stopped_by) if result.stopped_by else 0

@@ -1,39 +1,46 @@
-"""Training configuration: one frozen dataclass, built from a preset or a JSON/TOML file.
+"""GLEAN training configuration: one frozen dataclass, built from a preset or a JSON/TOML file.
 
-A config holds the hyper-parameters of a run (the model's :class:`GLEANConfig` under ``model``),
-never paths: data folders, the run folder and weight files are command-line arguments. Sources,
-later ones winning:
+A config holds the hyper-parameters of a run (the model's :class:`GLEANConfig` under ``model``)
+and where its starting weights come from (``bank``, ``discriminator``, ``init``), never data or
+run folders. Sources, later ones winning:
 
 1. a preset's recipe (``glean_cat_8x`` ...), or a file whose optional ``"preset"`` key names the
    recipe it starts from (a file without one must give ``model.in_size`` and ``model.out_size``);
 2. the file's other keys (``"model"`` is a table of GLEANConfig fields);
 3. ``--set key=value`` overrides, typed by the field (``--set model.in_size=16``,
-   ``--set betas=0.9,0.99``, ``--set flip=false``).
-
-Unknown keys and values of the wrong type are one-line :class:`GleanError`\\ s naming the key.
+   ``--set betas=0.9,0.99``, ``--set flip=false``), see :mod:`gleansr.train.overrides`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import sys
-import typing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import GleanError
 from ..models.glean import GLEANConfig
-from ..zoo import ZOO, get_entry, unknown_model_message
-
 from ..precision import PRECISIONS
+from ..zoo import ZOO, get_entry, unknown_model_message
+from .overrides import flatten, parse_overrides, read_config_file, with_overrides
+
 VGG_INPUT_RANGES = ("[-1,1]", "[0,1]")
+RANDOM = "random"  # the bank / discriminator value that asks for random initial weights
+PRETRAINED = "pretrained"  # the preset's own StyleGAN2
 
 # Fields that may differ between a checkpoint and the command that resumes it: cadence and
 # machinery, plus max_iters to extend a run. Everything else would not be the same run.
 RESUMABLE_CHANGES = frozenset({"max_iters", "precision", "num_workers", "log_every", "val_every", "save_every",
                                "val_samples"})
+# Where a fresh run's weights came from: read only at the start, kept from the checkpoint on resume.
+START_ONLY = frozenset({"bank", "discriminator", "init"})
+
+
+def default_num_workers() -> int:
+    """DataLoader workers that fit the machine: none on 2 cores or fewer, else up to 4, one core left."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,11 @@ class TrainConfig:
 
     model: GLEANConfig
     preset: str = ""  # the recipe this config started from ("" for a custom model)
-    batch_size: int = 8  # per process (per GPU); the global batch is batch_size * world size
+    bank: str = ""  # "pretrained" (a preset's StyleGAN2), "random", or a bank file's path
+    discriminator: str = ""  # "" (from the bank's file) or "random"
+    init: str = ""  # a GLEAN generator file the generator starts from (MMagic's load_from)
+    batch_size: int = 8  # per process (per GPU) and micro-batch
+    accumulate: int = 1  # micro-batches per step: the total batch is batch_size * accumulate * world size
     max_iters: int = 300_000
     lr_g: float = 1e-4
     lr_d: float = 1e-4
@@ -65,7 +76,7 @@ class TrainConfig:
     flip: bool = True  # horizontal flip augmentation (p = 0.5)
     seed: int = 0
     precision: str = "fp32"
-    num_workers: int = 4
+    num_workers: int = dataclasses.field(default_factory=default_num_workers)
     log_every: int = 100
     val_every: int = 5000
     save_every: int = 5000
@@ -76,7 +87,7 @@ class TrainConfig:
         if m.in_size < 4 or m.in_size & (m.in_size - 1) or m.out_size & (m.out_size - 1) or m.in_size >= m.out_size:
             raise ValueError(f"model sizes must be powers of two with 4 <= in_size < out_size, "
                              f"got {m.in_size} -> {m.out_size}")
-        positive = ("batch_size", "max_iters", "log_every", "val_every", "save_every", "perceptual_layer",
+        positive = ("batch_size", "accumulate", "max_iters", "log_every", "val_every", "save_every", "perceptual_layer",
                     "mbstd_group_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -90,8 +101,12 @@ class TrainConfig:
         if self.perceptual_input_range not in VGG_INPUT_RANGES:
             raise ValueError(f"perceptual_input_range must be one of {', '.join(VGG_INPUT_RANGES)}, "
                              f"got {self.perceptual_input_range!r}")
-        if self.preset and self.preset not in ZOO:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(ZOO)}")
+        if self.preset and self.preset not in preset_names():
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(preset_names())}")
+        if self.bank == PRETRAINED and not self.preset:
+            raise ValueError("bank 'pretrained' is a preset's StyleGAN2; give the bank file's path or 'random'")
+        if self.discriminator not in ("", RANDOM):
+            raise ValueError(f"discriminator must be '' (from the bank file) or 'random', got {self.discriminator!r}")
         if any(p < 1 for p in self.lr_periods):
             raise ValueError(f"lr_periods must be positive, got {self.lr_periods}")
         if self.lr_restart_weights and len(self.lr_restart_weights) != len(self.periods):
@@ -129,132 +144,20 @@ def cosine_restart_lr(iteration: int, base_lr: float, config: TrainConfig) -> fl
 
 
 def preset_config(name: str) -> TrainConfig:
-    """The recipe of zoo model ``name`` (batch per process, VGG input range, degradations, its settings)."""
-    entry = get_entry(name)
-    recipe = entry.recipe
+    """The released recipe of preset ``name``: its model, batch per process, VGG input range,
+    degradations and pretrained bank."""
+    recipe = get_entry(name).recipe
     if recipe is None:
-        raise GleanError(f"{name} declares no training recipe; give a .json/.toml config")
-    config = TrainConfig(model=entry.config, preset=name, batch_size=recipe.batch_size,
+        raise GleanError(f"{name} declares no training recipe; choose one of: {', '.join(preset_names())} "
+                         "(or give a .json/.toml file)")
+    config = TrainConfig(model=get_entry(name).config, preset=name, bank=PRETRAINED, batch_size=recipe.batch_size,
                          perceptual_input_range=recipe.perceptual_input_range, degrade=recipe.degradations)
     return dataclasses.replace(config, **dict(recipe.settings))
 
 
-# --- typed values -------------------------------------------------------------------------
-
-_HINTS = {TrainConfig: typing.get_type_hints(TrainConfig), GLEANConfig: typing.get_type_hints(GLEANConfig)}
-
-
-def _field_type(key: str) -> Any:
-    """Type of dotted ``key`` (``batch_size``, ``model.in_size``); GleanError if unknown."""
-    head, _, rest = key.partition(".")
-    if head == "model" and rest:
-        hints, name, known = _HINTS[GLEANConfig], rest, "model." + ", model.".join(_HINTS[GLEANConfig])
-    else:
-        hints, name, known = _HINTS[TrainConfig], key, ", ".join(k for k in _HINTS[TrainConfig] if k != "model")
-    if name not in hints or name == "model" or "." in name:
-        raise GleanError(f"unknown config key {key!r} (known: {known})")
-    return hints[name]
-
-
-def _coerce(key: str, value: Any, kind: Any, from_text: bool) -> Any:
-    """``value`` as type ``kind``; GleanError otherwise. Strings are parsed only ``from_text``
-    (--set); values from JSON/TOML files must already have the right type."""
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        if isinstance(value, str) and from_text:
-            text = value.strip()
-            try:
-                items = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
-            except json.JSONDecodeError:
-                raise GleanError(f"config key {key!r}: expected a list like 1,2 or [1, 2], got {value!r}") from None
-            if not isinstance(items, list):
-                raise GleanError(f"config key {key!r}: expected a list, got {value!r}")
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise GleanError(f"config key {key!r}: expected a list, got {value!r}")
-        args = typing.get_args(kind)
-        element = args[0]
-        if args[-1] is not Ellipsis and len(items) != len(args):
-            raise GleanError(f"config key {key!r}: expected {len(args)} values, got {len(items)}")
-        return tuple(_coerce(key, item, element, from_text and isinstance(value, str)) for item in items)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if from_text and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if from_text and isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if from_text and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    name = getattr(kind, "__name__", str(kind))
-    raise GleanError(f"config key {key!r}: expected {name}, got {value!r}")
-
-
-def _build(train: Mapping[str, Any], model: Mapping[str, Any], source: str) -> TrainConfig:
-    try:
-        return TrainConfig(model=GLEANConfig(**model), **train)
-    except (TypeError, ValueError) as exc:
-        raise GleanError(f"{source}: {exc}") from None
-
-
-def with_overrides(config: TrainConfig, values: Mapping[str, Any], source: str = "--set") -> TrainConfig:
-    """A copy of ``config`` with dotted keys replaced, each coerced to its field's type.
-
-    String values are parsed (``"3"`` -> 3) only when ``source`` is ``"--set"``.
-    """
-    train = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "model"}
-    model = dataclasses.asdict(config.model)
-    for key, value in values.items():
-        try:
-            typed = _coerce(key, value, _field_type(key), from_text=source == "--set")
-        except GleanError as exc:
-            raise GleanError(f"{source}: {exc}") from None
-        if key.startswith("model."):
-            model[key[len("model."):]] = typed
-        else:
-            train[key] = typed
-    return _build(train, model, source)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    """``["a=1", "model.b=x"]`` -> ``{"a": "1", "model.b": "x"}``; checks keys exist."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise GleanError(f"--set expects key=value, got {item!r}")
-        _field_type(key.strip())
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """File keys -> dotted keys; a ``model`` table becomes ``model.*``."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "model":
-            if not isinstance(value, Mapping):
-                raise GleanError(f"{source}: 'model' must be a table of GLEANConfig fields, got {value!r}")
-            flat.update({f"model.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
+def preset_names() -> tuple[str, ...]:
+    """The zoo models that can be trained by name (those that declare a recipe)."""
+    return tuple(name for name, entry in ZOO.items() if entry.recipe is not None)
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
@@ -263,7 +166,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
     preset = data.get("preset") or ""
     if not isinstance(preset, str):
         raise GleanError(f"{source}: 'preset' must be a preset name, got {preset!r}")
-    flat = _flatten(data, source)
+    flat = flatten(data, TrainConfig, source)
     if preset:
         return with_overrides(preset_config(preset), flat, source)
     model = data.get("model") or {}
@@ -273,58 +176,14 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
     return with_overrides(base, flat, source)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GleanError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".toml":
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError:
-                raise GleanError(f"{path}: TOML configs need Python 3.11+ or the 'tomli' package; "
-                                 "use a .json config") from None
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise GleanError(f"{path}: invalid TOML ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GleanError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise GleanError(f"{path}: a config must be a JSON object")
-    return data
-
-
 def load_config(source: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """A preset name or a ``.json`` / ``.toml`` file, then ``key=value`` overrides."""
     path = Path(source)
     if str(source) in ZOO:
         config = preset_config(str(source))
     elif path.suffix.lower() in (".json", ".toml") or path.exists():
-        config = config_from_dict(_read_file(path), str(path))
+        config = config_from_dict(read_config_file(path), str(path))
     else:
         raise GleanError(f"{source!r} is neither a zoo model nor a .json/.toml config file: "
                          f"{unknown_model_message(str(source))}")
-    return with_overrides(config, parse_overrides(overrides)) if overrides else config
-
-
-def resume_conflict(saved: TrainConfig, requested: TrainConfig) -> str | None:
-    """The first field (other than :data:`RESUMABLE_CHANGES`) where two configs differ, as text."""
-    a, b = saved.to_dict(), requested.to_dict()
-    for key in a:
-        if key in RESUMABLE_CHANGES:
-            continue
-        if key == "model":
-            for sub in a["model"]:
-                if a["model"][sub] != b["model"][sub]:
-                    return f"model.{sub} ({a['model'][sub]!r} in the checkpoint, {b['model'][sub]!r} now)"
-        elif a[key] != b[key]:
-            return f"{key} ({a[key]!r} in the checkpoint, {b[key]!r} now)"
-    return None
-
-
+    return with_overrides(config, parse_overrides(TrainConfig, overrides)) if overrides else config

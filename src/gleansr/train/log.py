@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -24,6 +25,23 @@ from ..data.imresize import imresize
 from ..pipeline.images import save_image
 
 METRICS_FILE = "metrics.jsonl"
+logger = logging.getLogger("gleansr.train")
+
+
+class _StderrHandler(logging.Handler):
+    """``gleansr: [warning: ]message`` lines on whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "gleansr: warning: " if record.levelno >= logging.WARNING else "gleansr: "
+        sys.stderr.write(prefix + record.getMessage() + "\n")
+
+
+def log_to_stderr() -> None:
+    """Show training messages (resume, stop, warnings) on stderr; for the CLI, idempotent."""
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _json_value(value: Any) -> Any:
@@ -51,7 +69,7 @@ def trim_metrics(path: Path, last_iter: int) -> None:
 def _tensorboard_writer(run_dir: Path) -> Any:
     """A SummaryWriter if the ``tensorboard`` package is installed, else None (with a note)."""
     if importlib.util.find_spec("tensorboard") is None:
-        print("gleansr: TensorBoard is not installed; metrics go to metrics.jsonl only", file=sys.stderr)
+        logger.info("TensorBoard is not installed; metrics go to metrics.jsonl only")
         return None
     from torch.utils.tensorboard import SummaryWriter
 

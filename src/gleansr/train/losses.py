@@ -43,7 +43,7 @@ class PerceptualLoss(nn.Module):
         weight: ``perceptual_weight`` (1e-2 in GLEAN).
         vgg_input_range: "[-1,1]" feeds the [-1, 1] images to the ImageNet mean/std normalisation
             unchanged (MMEditing ``norm_img=False``: cat_8x, cat_16x, ffhq_16x); "[0,1]" maps
-            them to [0, 1] first (``norm_img=True``: in128). See each zoo recipe's ``perceptual_input_range``.
+            them to [0, 1] first (``norm_img=True``: in128). Each preset's value is in its recipe.
         criterion: "mse" (GLEAN) or "l1", mean over all feature elements.
         allow_random: with ``vgg_weights=None``, keep a randomly initialised VGG (tests only).
 

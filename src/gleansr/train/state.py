@@ -3,10 +3,11 @@
 A training checkpoint is a dict saved with ``torch.save`` and read back with
 ``weights_only=True`` (it holds only tensors, numbers, strings and containers):
 
-- ``format``: :data:`CHECKPOINT_FORMAT`; ``iteration``: iterations completed;
+- ``format``: :data:`CHECKPOINT_FORMAT`; ``kind``: the recipe (``glean``, ``stylegan2-bank``; a
+  checkpoint without one is GLEAN's); ``iteration``: iterations completed;
 - ``config``: the :class:`~gleansr.train.config.TrainConfig` as a dict (the model's
   GLEANConfig under ``model``), so resume and export rebuild the networks from it;
-- ``generator``: the whole generator state dict, frozen bank included (the file is then
+- GLEAN's recipe: ``generator``: the whole generator state dict, frozen bank included (the file is then
   self-contained: resuming or exporting never needs the bank file again); ``discriminator``;
 - ``optimizer_g`` / ``optimizer_d`` (Adam), ``scheduler`` (its settings, for information: the
   learning rate is a function of the iteration), ``scaler_g`` / ``scaler_d`` (GradScaler);
@@ -27,9 +28,9 @@ cuDNN's autotuned, non-deterministic kernels make any two runs drift apart sligh
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def save_training_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) 
 def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint of a run folder (``last.pt``, else ``previous.pt``), or None."""
     return latest_training_checkpoint(
-        run_dir, on_damaged=lambda message: print(f"gleansr: warning: {message}", file=sys.stderr))
+        run_dir, on_damaged=lambda message: logging.getLogger("gleansr.train").warning("%s", message))
 
 
 def checkpoint_config(state: dict[str, Any], source: str = "checkpoint") -> TrainConfig:

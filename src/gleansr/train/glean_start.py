@@ -1,0 +1,159 @@
+"""What a GLEAN run starts from: its data sets, its weight files, its initial weights, and the
+notes it gives at start when it departs from the preset's upstream recipe.
+
+Starting weights, as upstream: a preset's bank is its pretrained StyleGAN2 (``generator_ema`` ->
+the bank, ``discriminator`` -> D, strict), fetched and verified like released weights; a random
+bank or discriminator only when asked by name (``bank="random"``, ``discriminator="random"``);
+a config of your own names its bank file (or ``random``). ``init`` starts the whole generator
+from a GLEAN generator file (MMagic's ``load_from``), after the bank.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.datasets import HRFolderDataset, PairedFolderDataset
+from ..data.degradations import Degradation, DegradationParams
+from ..errors import GleanError
+from ..models import GLEANStyleGANv2
+from ..loading import init_glean_from_bank, load_glean, load_state_dict_strict
+from ..zoo import VGG16_WEIGHTS, WeightsSource, get_entry, weights_file
+from .config import PRETRAINED, RANDOM, TrainConfig
+from .distributed import DistInfo, barrier
+
+logger = logging.getLogger("gleansr.train")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The folders a run reads and the one it writes (``vgg``: a file, or None for the cached one)."""
+
+    data: Path
+    out: Path
+    lr_data: Path | None = None
+    val_data: Path | None = None
+    val_lr_data: Path | None = None
+    vgg: str | Path | None = None
+
+
+def datasets(config: TrainConfig, paths: RunPaths) -> tuple[Any, Any]:
+    """(training set, validation set or None); LR pre-made, or made on the fly (bicubic / degraded)."""
+    m = config.model
+    if paths.lr_data is not None:
+        train_set = PairedFolderDataset(paths.data, paths.lr_data, m.scale, hr_size=m.out_size, flip=config.flip)
+    else:
+        degradation = Degradation(DegradationParams(hr_size=m.out_size, lr_size=m.in_size)) if config.degrade else None
+        train_set = HRFolderDataset(paths.data, m.scale, hr_size=m.out_size, flip=config.flip, degradation=degradation)
+    val_set = None
+    if paths.val_data is not None:
+        if paths.val_lr_data is not None:
+            val_set = PairedFolderDataset(paths.val_data, paths.val_lr_data, m.scale, hr_size=m.out_size, flip=False)
+        else:  # clean MATLAB bicubic LR, as the released models are evaluated
+            val_set = HRFolderDataset(paths.val_data, m.scale, hr_size=m.out_size, flip=False)
+    return train_set, val_set
+
+
+def _fetch(source: WeightsSource, info: DistInfo) -> Path:
+    """Rank 0 downloads (and verifies) ``source``; the others then find it in the cache."""
+    if info.is_main:
+        weights_file(source, download=True)
+    barrier(info)
+    return weights_file(source, download=False)
+
+
+def vgg_file(given: str | Path | None, info: DistInfo) -> Path:
+    """The VGG16 weights for the perceptual loss: the user's file, or the cached/downloaded one."""
+    if given is None:
+        return _fetch(VGG16_WEIGHTS, info)
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise GleanError(f"weights file {path} does not exist")
+    return path
+
+
+def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
+    """The StyleGAN2 file a fresh run starts its bank and D from; None for random weights."""
+    if config.bank == RANDOM or (not config.bank and (config.init or not config.model.latent_bank)):
+        return None  # asked for; or the generator comes from --init; or the no-bank ablation
+    if not config.bank:
+        raise GleanError("a config of your own must say which bank it uses: --bank FILE (a StyleGAN2 file: "
+                         "generator_ema -> bank, discriminator -> D) or --bank random")
+    if config.bank == PRETRAINED:
+        recipe = get_entry(config.preset).recipe
+        if recipe is None or recipe.bank is None:
+            raise GleanError(f"{config.preset} has no pretrained bank; pass --bank FILE or --bank random")
+        return _fetch(recipe.bank, info)
+    path = Path(config.bank).expanduser()
+    if not path.is_file():
+        raise GleanError(f"bank file {path} does not exist")
+    return path
+
+
+def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, config: TrainConfig,
+               bank: Path | None) -> None:
+    """Fresh run: the bank (and D) from ``bank``, then the generator from ``config.init``."""
+    if bank is not None:
+        d_state = init_glean_from_bank(generator, bank)
+        if config.discriminator != RANDOM:
+            if d_state is None:
+                raise GleanError(f"{bank} holds no discriminator; add --set discriminator=random to start D "
+                                 "from random weights")
+            load_state_dict_strict(discriminator, d_state, f"{bank} (discriminator)")
+    if config.init:
+        start = load_glean(config.init)
+        if start.config != config.model:
+            raise GleanError(f"--init {config.init}: its generator is {start.config.in_size} -> "
+                             f"{start.config.out_size} {start.config.to_dict()}, this run's model is "
+                             f"{config.model.to_dict()}")
+        load_state_dict_strict(generator, start.state_dict(), f"{config.init} (--init)")
+
+
+def start_notes(config: TrainConfig, bank: Path | None, fresh: bool) -> list[str]:
+    """Where the weights start from (fresh runs), in words."""
+    if not fresh:
+        return []
+    if bank is not None:
+        what = f"pretrained StyleGAN2 of {config.preset}" if config.bank == PRETRAINED else "StyleGAN2 file"
+        d = "random (asked by discriminator=random)" if config.discriminator == RANDOM else "from the same file"
+        notes = [f"bank: {what} {bank}; discriminator: {d}"]
+    elif config.bank == RANDOM:
+        notes = ["bank: random (asked by --bank random): the latent bank and the discriminator start random; "
+                 "this is not GLEAN's recipe"]
+    elif not config.model.latent_bank:
+        notes = ["no latent bank (model.latent_bank=false); the discriminator starts random"]
+    else:
+        notes = ["discriminator: random (no --bank given; the bank comes from --init)"]
+    if config.init:
+        notes.append(f"generator: from {config.init} (--init)")
+    return notes
+
+
+def batch_note(config: TrainConfig, world_size: int) -> str | None:
+    """The one line that says how this run's total batch differs from the preset's upstream one."""
+    if not config.preset:
+        return None
+    upstream = get_entry(config.preset).recipe
+    if upstream is None:
+        return None
+    total = config.batch_size * config.accumulate * world_size
+    if total == upstream.total_batch:
+        return None
+    mine = f"{world_size} process{'es' if world_size > 1 else ''} x {config.batch_size}" + (
+        f" x {config.accumulate} accumulated" if config.accumulate > 1 else "")
+    text = (f"{config.preset} was trained upstream with a total batch of {upstream.total_batch} "
+            f"({upstream.processes} processes x {upstream.batch_size}); this run's is {total} ({mine}); the "
+            "learning rate is not rescaled")
+    if upstream.total_batch % world_size:
+        return text
+    per_process = upstream.total_batch // world_size
+    if per_process % config.batch_size == 0:
+        hint = f"--set accumulate={per_process // config.batch_size}"
+    elif per_process % upstream.batch_size == 0:
+        hint = f"--set batch_size={upstream.batch_size} accumulate={per_process // upstream.batch_size}"
+    else:
+        hint = f"--set batch_size={per_process} accumulate=1"
+    return f"{text}; to match it: {hint}"
