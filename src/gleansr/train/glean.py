@@ -26,14 +26,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..data.convert import tensor_to_uint8
 from ..errors import GleanError
-from ..metrics import psnr, ssim
+from ..evaluate import ImageResult, evaluate_dataset, module_sr_fn
 from ..models import GLEANStyleGANv2
 from ..loading import load_state_dict_strict
 from . import glean_start
@@ -51,27 +49,18 @@ LOSS_NAMES = ("loss_pix", "loss_perceptual", "loss_gan", "loss_d_real", "loss_d_
 __all__ = ["RunPaths", "train", "validate", "LOSS_NAMES"]
 
 
-@torch.no_grad()
 def validate(generator: GLEANStyleGANv2, val_set: Any, config: TrainConfig, device: torch.device,
              sample_dir: Path | None = None) -> dict[str, float]:
-    """Mean PSNR/SSIM (RGB, uint8, as MMEditing) over ``val_set``; the first ``val_samples``
-    images are saved as LR-bicubic | SR | HR strips under ``sample_dir``."""
-    was_training = generator.training
-    generator.eval()
-    loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=min(config.num_workers, 2))
-    scores: list[tuple[float, float]] = []
-    with torch.random.fork_rng(devices=[]):  # loading draws from the CPU RNG: keep training's state as it was
-        for batch in loader:
-            with autocast(config.precision, device):
-                sr = generator(batch["lr"].to(device)).float()
-            images = zip(tensor_to_uint8(batch["lr"]), tensor_to_uint8(sr), tensor_to_uint8(batch["hr"]), batch["name"])
-            for lr, out, hr, name in images:
-                scores.append((psnr(out, hr), ssim(out, hr)))
-                if sample_dir is not None and len(scores) <= config.val_samples:
-                    save_sample_strip(sample_dir / (name.replace("/", "__") + ".png"), lr, out, hr)
-    generator.train(was_training)
-    values = np.asarray(scores, dtype=np.float64)
-    return {"val_psnr": float(values[:, 0].mean()), "val_ssim": float(values[:, 1].mean())}
+    """Mean PSNR/SSIM (RGB, uint8, as MMEditing) over ``val_set``, by the evaluation loop that
+    ``gleansr eval`` runs; the first ``val_samples`` images are saved as LR-bicubic | SR | HR strips
+    under ``sample_dir``. Items are read in this process (no workers to hang on a bad file)."""
+    def save_strip(result: ImageResult) -> None:
+        if sample_dir is not None and result.index < config.val_samples:
+            save_sample_strip(sample_dir / (result.name.replace("/", "__") + ".png"), result.lr, result.sr, result.hr)
+
+    sr_fn = module_sr_fn(generator, device, autocast=lambda: autocast(config.precision, device))
+    report = evaluate_dataset(sr_fn, val_set, batch_size=config.batch_size, each=save_strip)
+    return {"val_psnr": report.mean["sr_psnr"], "val_ssim": report.mean["sr_ssim"]}
 
 
 @dataclasses.dataclass
