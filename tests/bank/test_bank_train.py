@@ -13,7 +13,7 @@ from gleansr.bank import init_glean_from_bank, load_bank_generator
 from gleansr.cli import main
 from gleansr.loading import load_bank, load_state_dict_strict
 from gleansr.errors import CheckpointError
-from gleansr.train.state import read_training_checkpoint
+from gleansr.loading import read_training_checkpoint
 
 TINY = ["--set", "size=32", "channel_max=16", "style_channels=16", "num_mlps=2", "r1_every=2", "pl_every=2",
         "sample_every=2", "--batch-size", "4", "--save-every", "2", "--log-every", "1", "--num-workers", "0",

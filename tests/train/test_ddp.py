@@ -8,7 +8,7 @@ import torch
 
 from gleansr.cli import main
 from gleansr.train import glean
-from gleansr.train.state import read_training_checkpoint
+from gleansr.loading import read_training_checkpoint
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_env
 

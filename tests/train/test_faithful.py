@@ -23,7 +23,8 @@ from gleansr.train import glean
 from gleansr.train.config import load_config
 from gleansr.train.distributed import DistInfo
 from gleansr.train.glean_start import batch_note
-from gleansr.train.state import build_discriminator, read_training_checkpoint
+from gleansr.loading import read_training_checkpoint
+from gleansr.train.state import build_discriminator
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import TINY_MODEL, cli_args, setup_run, write_config
 

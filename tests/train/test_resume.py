@@ -9,7 +9,8 @@ import torch
 from gleansr.cli import main
 from gleansr.errors import CheckpointError, GleanError
 from gleansr.train.glean import RunPaths, train
-from gleansr.train.state import load_latest, read_training_checkpoint
+from gleansr.loading import read_training_checkpoint
+from gleansr.train.state import load_latest
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import PYTHON, cli_args, read_metrics, setup_run, subprocess_env
 

@@ -42,6 +42,7 @@ from ..bank.sample import sample_images, save_grid
 from ..data.convert import uint8_to_tensor
 from ..data.datasets import list_images, read_rgb
 from ..loading import export_bank_run, load_state_dict_strict
+from ..loading.training import BANK_RUN_KIND
 from ..errors import GleanError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import StyleGAN2Generator
@@ -52,7 +53,7 @@ from .losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_pe
 from .overrides import check_resume, flatten, read_config_file, with_overrides
 from .runtime import RunResult, autocast, grad_scaler, run_training
 
-KIND = "stylegan2-bank"
+KIND = BANK_RUN_KIND  # recorded in checkpoints; the loader tells bank runs from GLEAN runs by it
 LOSS_NAMES = ("loss_gan_d", "loss_gan_g", "loss_r1", "loss_pl")
 # May differ between a run and the command that resumes it; anything else would be another run.
 RESUMABLE_CHANGES = frozenset({"max_iters", "precision", "num_workers", "log_every", "save_every", "sample_every"})
