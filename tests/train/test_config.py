@@ -100,7 +100,7 @@ def test_file_errors_name_the_file(tmp_path):
     (tmp_path / "d.json").write_text('{"preset": "glean_cat_8x", "batch_size": "8"}')
     with pytest.raises(GleanError, match="expected int, got '8'"):  # files are typed: no string coercion
         load_config(tmp_path / "d.json")
-    with pytest.raises(GleanError, match="neither a preset"):
+    with pytest.raises(GleanError, match="neither a zoo model.*did you mean .glean_cat_8x."):
         load_config("glean_cat_9x")
 
 
