@@ -115,7 +115,8 @@ def test_lpips_alex_and_fid_through_the_cli(files, tmp_path):
     expected = _frechet_by_eigenvalues(features["hr"], {kind: features[kind] for kind in ("sr", "bicubic")})
     for kind in ("sr", "bicubic"):
         assert printed[kind] == pytest.approx(expected[kind], abs=1e-3)  # printed with 3 decimals
-        assert fid_from_features(features[kind], features["hr"]) == pytest.approx(expected[kind], rel=1e-6)
+        # the eigenvalue route adds the square roots of ~2000 rounding-noise eigenvalues: 1e-5 relative
+        assert fid_from_features(features[kind], features["hr"]) == pytest.approx(expected[kind], rel=1e-4)
     assert printed["sr"] > 1e-2 and printed["bicubic"] > 1e-2
     assert abs(fid_from_features(features["hr"], features["hr"])) < 1e-9  # a set against itself
 
