@@ -221,3 +221,14 @@ def test_fid_from_features_matches_statistics_and_is_zero_on_itself():
     assert fid_from_features(a, a) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         fid_from_features(a, b[:, :4])
+
+
+def test_fid_with_fewer_samples_than_dimensions_matches_the_covariance_route():
+    """The feature route (no D x D matrix) gives frechet_distance's value on singular covariances."""
+    rng = np.random.default_rng(2)
+    a = rng.gamma(2.0, size=(12, 96))  # Inception pool features are non-negative
+    b = rng.gamma(2.5, size=(9, 96)) + 0.1
+    expected = frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fid_from_features(b, a) == pytest.approx(expected, rel=1e-6)
+    assert fid_from_features(a, a) == pytest.approx(0.0, abs=1e-9)
