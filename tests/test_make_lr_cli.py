@@ -9,7 +9,7 @@ import skimage.data
 from PIL import Image
 
 from gleansr.cli import main
-from gleansr.data.datasets import read_rgb
+from gleansr.pipeline.images import read_rgb_uint8 as read_rgb
 from gleansr.data.imresize import imresize
 
 

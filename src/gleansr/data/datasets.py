@@ -24,10 +24,7 @@ from .convert import uint8_to_tensor
 from .degradations import Degradation
 from .imresize import imresize
 
-__all__ = ["list_images", "read_rgb", "HRFolderDataset", "PairedFolderDataset"]
-
-# The one image reader (pipeline.images), under the name the data code has always used.
-read_rgb = read_rgb_uint8
+__all__ = ["list_images", "HRFolderDataset", "PairedFolderDataset"]
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -122,7 +119,7 @@ class HRFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         relative = self.files[index]
         path = self.root / relative
-        hr = read_rgb(path)
+        hr = read_rgb_uint8(path)
         _check_hr(path, hr, self.scale, self.hr_size)
         rng = _item_rng()
         if self.degradation is None:
@@ -182,7 +179,7 @@ class PairedFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         hr_rel, lr_rel = self.pairs[index]
         hr_path, lr_path = self.hr_root / hr_rel, self.lr_root / lr_rel
-        hr, lr = read_rgb(hr_path), read_rgb(lr_path)
+        hr, lr = read_rgb_uint8(hr_path), read_rgb_uint8(lr_path)
         _check_hr(hr_path, hr, self.scale, self.hr_size)
         expected = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
         if lr.shape[:2] != expected:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import GleanError
 from ..precision import PRECISIONS
-from .images import LoadedImage
+from .images import LoadedImage, center_square
 from .inmemory import from_loaded, to_loaded
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -58,13 +58,6 @@ def too_large(name: str, w: int, h: int, model: str, in_size: int, force: str, f
             f"images of one kind, and shrinking this one to {in_size}x{in_size} would throw most of it away; "
             f"for photos of faces use {faces}, to shrink it anyway use {force}, "
             "and `gleansr models` lists the models with their domains")
-
-
-def _center_square(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return a[top:top + s, left:left + s]
 
 
 def _quantize_like(a: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -184,8 +177,8 @@ class Upscaler:
             raise GleanError(too_large(name, w, h, describe(self.entry), self.in_size,
                                        force="resize='any'", faces="upscale_photo() with a face model"))
         if h != w:
-            rgb = _center_square(rgb)
-            alpha = None if alpha is None else _center_square(alpha)
+            rgb = center_square(rgb)
+            alpha = None if alpha is None else center_square(alpha)
             notes.append(f"centre-cropped {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
         from ..data.imresize import imresize
 

@@ -40,8 +40,9 @@ from torch.utils.data import Dataset
 from ..bank.augment import diff_augment
 from ..bank.sample import sample_images, save_grid
 from ..data.convert import uint8_to_tensor
-from ..data.datasets import list_images, read_rgb
+from ..data.datasets import list_images
 from ..loading import export_bank_run, load_state_dict_strict
+from ..pipeline.images import center_square, read_rgb_uint8
 from ..loading.training import BANK_RUN_KIND
 from ..errors import GleanError
 from ..models.discriminator import StyleGAN2Discriminator
@@ -157,12 +158,9 @@ class BankImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        pixels = read_rgb(self.root / self.files[index])
-        h, w = pixels.shape[:2]
-        if (h, w) != (self.size, self.size):
-            side = min(h, w)
-            top, left = (h - side) // 2, (w - side) // 2
-            square = Image.fromarray(pixels[top:top + side, left:left + side])
+        pixels = read_rgb_uint8(self.root / self.files[index])
+        if pixels.shape[:2] != (self.size, self.size):
+            square = Image.fromarray(np.ascontiguousarray(center_square(pixels)))
             pixels = np.asarray(square.resize((self.size, self.size), Image.LANCZOS))
         image = uint8_to_tensor(pixels)
         return image.flip(-1) if self.flip and torch.rand(()) < 0.5 else image
