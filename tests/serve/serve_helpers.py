@@ -31,7 +31,7 @@ def glyph_upscaler():
     """One real Upscaler of the bundled model, shared by the tests that hold the worker."""
     from gleansr.pipeline.upscaler import Upscaler
 
-    return Upscaler(MODEL, device="cpu")
+    return Upscaler(MODEL, device="cpu", resize="any")
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def cached_loader():
 
     def load(name, precision):
         if (name, precision) not in cache:
-            cache[name, precision] = Upscaler(name, device="cpu", precision=precision)
+            cache[name, precision] = Upscaler(name, device="cpu", precision=precision, resize="any")
         return cache[name, precision]
     return load
 

@@ -51,7 +51,8 @@ def _default_loader(device: str):
 
 
 def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
-    """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo)."""
+    """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo) that
+    resizes any input (``resize="any"``): the size check is the server's, per request."""
     engine = Engine(loader or _default_loader(config.device), device=config.device, max_models=config.max_models,
                     max_queue=config.max_queue, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000)
     temp_root = Path(tempfile.mkdtemp(prefix="gleansr-serve-"))  # mode 0700: this user's only
