@@ -13,8 +13,6 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from .errors import GleanError
 
 
@@ -100,6 +98,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: boo
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """``torch.save`` that never leaves a truncated checkpoint behind; returns the path."""
+    import torch  # here, so that the image writers work without PyTorch installed
+
     with atomic_path(path, overwrite) as temp:
         torch.save(obj, temp)
     return Path(path)
