@@ -9,7 +9,8 @@ MATLAB bicubic); ``glyphs`` is the bundled model on its own held-out LR samples.
 ``ref-fp32`` (the model's ``impl="ref"`` path, eager float32: upstream's computation, the baseline),
 ``torch-fp32`` and ``torch-bf16`` (gleansr's inference snapshot, Winograd in float32), ``ort-fp32``
 (ONNX Runtime, all graph optimisations, its default threads: one per physical core), ``ort-fp32-noopt``
-(graph optimisations off, to show what they are worth), ``ort-fp16``. Rounds are interleaved (each
+(graph optimisations off, to show what they are worth), ``ort-fp32-nospin`` (idle threads sleep
+instead of spinning), ``ort-fp16``. Rounds are interleaved (each
 round times every variant once) so load changes on a shared machine hit all alike; "ratio" is the
 median per-round speed-up over the baseline. PSNR (dB, uint8 images after ``(y+1)/2`` and clamp,
 mean over the batch) is against ``ref-fp32``'s output. Memory: peak RSS growth (VmHWM, reset
@@ -103,11 +104,15 @@ def torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
     return run
 
 
-def ort_noopt(path: Path) -> Runner:
+def ort_variant(path: Path, optimise: bool = True, spinning: bool = True) -> Runner:
+    """An ONNX Runtime session with one option changed from OnnxRunner's settings."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not optimise:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not spinning:  # idle threads sleep instead of spinning: pays where other processes compete
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
@@ -126,7 +131,8 @@ def builders(s: Subject, files: dict[str, Path]) -> dict[str, Callable[[], Runne
            "torch-fp32": lambda: torch_runner(build_inference_model(s.model, "cpu", "fp32")),
            "torch-bf16": lambda: torch_runner(build_inference_model(s.model, "cpu", "bf16")),
            "ort-fp32": lambda: OnnxRunner(files["fp32"], providers=cpu),
-           "ort-fp32-noopt": lambda: ort_noopt(files["fp32"])}
+           "ort-fp32-noopt": lambda: ort_variant(files["fp32"], optimise=False),
+           "ort-fp32-nospin": lambda: ort_variant(files["fp32"], spinning=False)}
     if "fp16" in files:
         out["ort-fp16"] = lambda: OnnxRunner(files["fp16"], providers=cpu)
     return out

@@ -39,7 +39,7 @@ from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..errors import GleanError
 from ..metrics import psnr
-from ..models.glean import GLEANStyleGANv2
+from ..models.glean import GLEANConfig, GLEANStyleGANv2
 
 OPSET = 18  # onnxruntime >= 1.14, TensorRT 8.6+, OpenVINO 2023+
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -74,7 +74,7 @@ _ZOO_DOMAINS = {"glean_cat_8x": "cats", "glean_cat_16x": "cats", "glean_ffhq_16x
                 "glean_in128out1024_4x2_300k_ffhq_celebahq": "faces", "glean_glyphs_8x": "glyphs"}
 
 
-def zoo_configs() -> dict:
+def zoo_configs() -> dict[str, GLEANConfig]:
     """Every zoo model's GLEANConfig by name (released and bundled)."""
     from ..presets import PRESETS
     from ..zoo_local import BUNDLED
@@ -119,6 +119,7 @@ def plain_snapshot(model: GLEANStyleGANv2, dtype: torch.dtype) -> torch.nn.Modul
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file (the weights' identity in the metadata)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
