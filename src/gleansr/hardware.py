@@ -2,7 +2,8 @@
 
 bfloat16 halves GLEAN's time on CPUs with native bf16 matrix units (measured on a 2-core Xeon with
 AMX: 0.62 s against 1.31 s per cat_8x image in float32) and stays >= 50 dB PSNR against the float32
-output on every model the deployment benchmark (``benchmarks/bench_deploy.py``) covers. Without
+output on the models the deployment benchmark (``benchmarks/bench_deploy.py``) covers (cat_8x
+53.7 dB, the bundled glyph model 51.8 dB; rerun it when a model is added). Without
 such units PyTorch emulates bf16 through float32 conversions and it is slower than float32, so
 ``auto`` picks bf16 only where the CPU reports AMX-BF16 or AVX512-BF16 (Linux ``/proc/cpuinfo``
 flags) and on CUDA GPUs with bf16 tensor cores (compute capability 8.0, Ampere, and newer).
