@@ -78,6 +78,9 @@ class ModelEntry:
     recipe: TrainingRecipe | None  # None: no known recipe
     bicubic_psnr: float | None = None  # MATLAB bicubic on the same test set, where measured
     bicubic_ssim: float | None = None
+    # PSNR (dB) of the bf16 output against fp32 after uint8 rounding, measured with these weights by
+    # benchmarks/bench_deploy.py; precision "auto" picks bf16 only when it is known and >= 50 dB
+    bf16_psnr: float | None = None
 
     @property
     def scale(self) -> int:
@@ -130,7 +133,7 @@ _ENTRIES = (
                TrainingRecipe(8, 1, False, "[-1,1]", None,
                               settings=(("lr_g", 2e-4), ("lr_d", 2e-4), ("perceptual_weight", 0.0),
                                         ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16"))),
-               bicubic_psnr=16.58, bicubic_ssim=0.6620),
+               bicubic_psnr=16.58, bicubic_ssim=0.6620, bf16_psnr=51.8),
 )
 ZOO: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
 

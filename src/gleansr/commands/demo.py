@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from ..zoo import SAMPLES
 
     model, source = _model(args)
-    up = Upscaler(model, device=args.device)
+    up = Upscaler(model, device=args.device, precision="fp32")  # figures as evaluated: exact float32
     out = Path(args.output)
     pairs = sample_pairs(SAMPLES)
     replaceable = _replaceable(out, [out / f"{name}_{kind}.png" for name, _, _ in pairs for kind in KINDS],

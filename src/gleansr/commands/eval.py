@@ -12,6 +12,8 @@ import io
 import sys
 from pathlib import Path
 
+from ..precision import CHOICES
+
 NAME = "eval"
 HELP = "evaluate a model on HR images (PSNR, SSIM, MAE; optional LPIPS/FID) with MMEditing's definitions"
 
@@ -28,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-sr", metavar="DIR", help="also write the SR images (DIR/<stem>.png)")
     p.add_argument("--overwrite", action="store_true", help="replace SR images already in --save-sr")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=CHOICES,
+                   help="fp32 (default: the reference metrics), bf16, fp16, or auto as in upscale")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lpips", nargs=3, metavar=("alex|vgg", "BACKBONE", "LIN"),
                    help="LPIPS v0.1 from a torchvision AlexNet/VGG16 file and the lpips package's lin-layer file")

@@ -10,6 +10,8 @@ The resize is separable. Along each axis, output pixel ``i`` (1-based) samples t
 (MATLAB's "symmetric" padding), and each output pixel's weights are normalised to sum to one.
 We turn this into one dense ``(out, in)`` matrix per axis, so resizing is two matrix products,
 in numpy or in torch (on any device). The axis with the smaller scale goes first, as upstream.
+Torch is imported only by :func:`imresize_torch`, so the numpy resize works where PyTorch is not
+installed (the ONNX Runtime deployment path).
 
 Numerics: upstream builds its weights and applies them in float32; we use float64, so float
 results differ from upstream by float32 rounding only (about 1e-7 relative).
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["imresize", "imresize_torch", "cubic_resize_matrix", "apply_resize_matrix"]
 
@@ -142,6 +147,8 @@ def imresize_torch(
     Same weights as the numpy version, applied as two matrix products in ``x``'s dtype;
     differentiable with respect to ``x``. No rounding or clipping is done.
     """
+    import torch
+
     if x.dim() < 2 or not x.is_floating_point():
         raise ValueError(f"imresize_torch: expected a floating tensor [..., H, W], got {x.dtype} {tuple(x.shape)}")
     for axis, matrix in _matrices_in_order(tuple(x.shape[-2:]), scale, size):
