@@ -178,41 +178,35 @@ TORCH_FREE_UPSCALE = textwrap.dedent("""
 
     sys.meta_path.insert(0, NoTorch())
 
-    import numpy as np
-    from gleansr.data.imresize import imresize
-    from gleansr.onnx.runtime import OnnxRunner
-    from gleansr.pipeline.images import load_image, save_image
+    from gleansr.cli import main
 
-    model, pairs = sys.argv[1], sys.argv[2:]
-    run = OnnxRunner(model)
-    for source, target in zip(pairs[::2], pairs[1::2]):
-        rgb = load_image(source).rgb
-        if rgb.shape[:2] != (run.in_size, run.in_size):  # as Upscaler.prepare: MATLAB bicubic, 8-bit levels
-            rgb = imresize(rgb, output_shape=(run.in_size, run.in_size))
-            rgb = np.rint(np.clip(rgb, 0, 1) * 255).astype(np.float32) / 255
-        y = run(rgb.transpose(2, 0, 1)[None] * 2 - 1)
-        save_image(target, np.clip((y[0] + 1) / 2, 0, 1).transpose(1, 2, 0))
+    code = main(sys.argv[1:])  # `gleansr upscale --backend onnx ...`, as a user types it
     assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
-    print("ok", len(pairs) // 2)
+    sys.exit(code)
 """)
 
 
-def test_upscale_through_onnx_runtime_without_torch(glyphs_onnx, tmp_path):
+def test_upscale_command_through_onnx_runtime_without_torch(glyphs_onnx, tmp_path):
     lr = sorted((SAMPLES / "lr").glob("*.png"))[0]
     big = tmp_path / "big.png"  # not the model's size: exercises the torch-free resize
     save_image(big, load_image(sorted((SAMPLES / "hr").glob("*.png"))[1]).rgb[:96, :96])
-    inputs = [lr, big]
-    outputs = [tmp_path / f"sr_{i}.png" for i in range(len(inputs))]
-    args = [str(a) for pair in zip(inputs, outputs) for a in pair]
-    done = subprocess.run([sys.executable, "-c", TORCH_FREE_UPSCALE, str(glyphs_onnx.path), *args],
-                          capture_output=True, text=True, timeout=300)
+    out = tmp_path / "out"
+    command = ["upscale", str(lr), str(big), "--backend", "onnx", "--weights", str(glyphs_onnx.path), "--resize",
+               "-o", str(out)]
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE_UPSCALE, *command], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok", "2"]
+    assert "2 written" in done.stderr
 
-    torch_path = Upscaler("glean_glyphs_8x", device="cpu", precision="fp32")
-    for source, onnx_out in zip(inputs, outputs):
-        src = load_image(source)
-        want = np.rint(torch_path.upscale(np.rint(src.rgb * 255).astype(np.uint8))).astype(np.int16)
-        got = np.rint(load_image(onnx_out).rgb * 255).astype(np.int16)
+    torch_out = tmp_path / "torch_out"  # the same command on the torch backend, as the reference
+    assert main(["upscale", str(lr), str(big), "--model", "glean_glyphs_8x", "--precision", "fp32", "--resize",
+                 "--device", "cpu", "-o", str(torch_out)]) == 0
+    for source in (lr, big):
+        name = f"{source.stem}_x8.png"
+        want, got = (np.rint(load_image(folder / name).rgb * 255).astype(np.int16) for folder in (torch_out, out))
         assert got.shape == want.shape == (128, 128, 3)
         assert np.abs(got - want).max() <= 1
+
+    again = subprocess.run([sys.executable, "-c", TORCH_FREE_UPSCALE, *command], capture_output=True, text=True,
+                           timeout=300)  # a rerun skips what is done, as the torch path does
+    assert again.returncode == 0 and "2 skipped" in again.stderr, again.stderr

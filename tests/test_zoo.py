@@ -100,3 +100,13 @@ def test_models_command_lists_every_entry_with_domain_and_input(capsys):
         line = next(line for line in out.splitlines() if line.startswith(entry.name + " "))
         assert re.search(rf"\b{entry.domain}\b", line) and entry.input_kind in line
         assert f"{entry.in_size} -> {entry.out_size}" in line
+
+
+def test_the_zoo_reads_without_torch():
+    """Argument parsing, `gleansr models` and ONNX deployments read model facts without PyTorch."""
+    import subprocess
+    import sys
+
+    probe = "import sys, gleansr.zoo as z; z.get_entry('glean_glyphs_8x'); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

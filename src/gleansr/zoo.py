@@ -12,10 +12,13 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .errors import GleanError
-from .models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
+from .glean_config import GLEANConfig
+
+if TYPE_CHECKING:  # the zoo reads no tensors: torch is imported only to build a model
+    from .models.glean import GLEANStyleGANv2
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES = ASSETS / "samples"  # lr/<name>.png (in_size) and hr/<name>.png (out_size), held-out fonts
@@ -199,6 +202,7 @@ def create_model(name: str, weights: WeightsArg = None, download: bool = False) 
     architecture than the declaration's is refused.
     """
     from .loading import load_glean_state, load_state_dict_strict
+    from .models.glean import GLEANStyleGANv2, build_uninitialised
 
     entry = get_entry(name)
     if weights is None:

@@ -15,58 +15,19 @@ and the decoder compute and train; the state dict keeps every key.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..glean_config import GLEANConfig
 from .fused import FusedConv, FusedPixelShuffle, FuseTarget, fuse
 from .rrdb import RRDBFeatureExtractor
 from .stylegan2 import StyleGAN2Generator
-
-
-@dataclass(frozen=True)
-class GLEANConfig:
-    """Everything needed to rebuild a GLEAN generator (stored in every gleansr checkpoint)."""
-
-    in_size: int
-    out_size: int
-    img_channels: int = 3
-    rrdb_channels: int = 64
-    num_rrdbs: int = 23
-    style_channels: int = 512
-    num_mlps: int = 8
-    channel_multiplier: float = 2
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    lr_mlp: float = 0.01
-    channel_max: int = 512
-    latent_bank: bool = True
-
-    @property
-    def scale(self) -> int:
-        return self.out_size // self.in_size
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["blur_kernel"] = list(self.blur_kernel)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GLEANConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GLEAN config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "blur_kernel" in d:
-            d["blur_kernel"] = tuple(d["blur_kernel"])
-        return cls(**d)
 
 
 class PixelShufflePack(nn.Module):
