@@ -21,7 +21,6 @@ from gleansr.models.glean import GLEANStyleGANv2
 from gleansr.onnx.export import export_onnx, file_sha256, state_dict_sha256
 from gleansr.onnx.runtime import OnnxRunner
 from gleansr.pipeline.images import load_image, save_image
-from gleansr.pipeline.upscaler import Upscaler
 from gleansr.zoo import SAMPLES, ZOO, load_model, weights_file
 
 

@@ -75,7 +75,10 @@ def test_typos_get_did_you_mean(capsys):
 def test_missing_weights_are_reported_before_any_model_is_built(tmp_path, monkeypatch):
     monkeypatch.setenv("GLEANSR_HOME", str(tmp_path))
     built = []
-    monkeypatch.setattr(zoo, "GLEANStyleGANv2", lambda **kw: built.append(kw))
+    import gleansr.models.glean as glean
+
+    monkeypatch.setattr(glean, "GLEANStyleGANv2", lambda **kw: built.append(kw))
+    monkeypatch.setattr(glean, "build_uninitialised", lambda config: built.append(config))
     with pytest.raises(GleanError, match="not in the weights cache; pass --download.*fetch https://"):
         create_model("glean_ffhq_16x", "pretrained")
     with pytest.raises(GleanError, match="glean_cat_8x_20210614-d3ac8683.pth is not in the weights cache"):
@@ -85,7 +88,9 @@ def test_missing_weights_are_reported_before_any_model_is_built(tmp_path, monkey
 
 def test_upscale_with_a_missing_release_fails_fast(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GLEANSR_HOME", str(tmp_path))
-    monkeypatch.setattr(zoo, "GLEANStyleGANv2", lambda **kw: pytest.fail("a model was built"))
+    import gleansr.models.glean as glean
+
+    monkeypatch.setattr(glean, "build_uninitialised", lambda config: pytest.fail("a model was built"))
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
