@@ -7,10 +7,6 @@ import pytest
 
 from gleansr import cli
 
-# Command modules that still import torch at module level (their owners make them torch-free;
-# strict: the test fails once one is fixed, so the entry is removed).
-STILL_HEAVY = {"train", "bank"}
-
 PROBE = textwrap.dedent("""
     import sys
     from gleansr.cli import main
@@ -32,9 +28,7 @@ def _cases():
     yield pytest.param(["upscale"], 2, id="upscale without inputs")
     yield pytest.param(["upscale", "x.png", "--precision", "fp8"], 2, id="upscale bad choice")
     for name in cli.COMMANDS:
-        marks = [pytest.mark.xfail(strict=True, reason=f"{name}'s module imports torch at top")] \
-            if name in STILL_HEAVY else []
-        yield pytest.param([name, "--help"], 0, id=f"{name} --help", marks=marks)
+        yield pytest.param([name, "--help"], 0, id=f"{name} --help")
 
 
 @pytest.mark.parametrize("argv, code", _cases())
