@@ -133,7 +133,7 @@ def test_cli_exports_a_weights_file_and_never_overwrites(tiny_glean, tmp_path, c
 
 
 def test_mistakes_are_one_line_errors_before_any_work(tmp_path, tiny_glean):
-    with pytest.raises(GleanError, match="neither a model name"):
+    with pytest.raises(GleanError, match="unknown model .glean_dogs_8x.; did you mean"):
         export_onnx("glean_dogs_8x", tmp_path / "a.onnx")
     with pytest.raises(GleanError, match="precision must be one of fp32, fp16"):
         export_onnx(tiny_glean, tmp_path / "a.onnx", precision="bf16")

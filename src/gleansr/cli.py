@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "build offline data sets (glyph images rendered from font files)"),
     "verify": ("verify", "check the models against the upstream MMEditing parity fixture (offline)"),
     "upscale": ("upscale", "super-resolve images (files, folders, globs) with a GLEAN model"),
-    "models": ("models", "list the available models and whether their weights are present"),
+    "models": ("models", "list the models: what each restores (domain, input size) and whether its weights are present"),
     "eval": ("eval", "evaluate a model on HR images (PSNR, SSIM, MAE; optional LPIPS/FID) with MMEditing's "
              "definitions"),
     "make-lr": ("make_lr", "Make LR images from HR images with MATLAB-style bicubic downscaling (as GLEAN was "

@@ -31,7 +31,7 @@ def glyph_upscaler():
     """One real Upscaler of the bundled model, shared by the tests that hold the worker."""
     from gleansr.pipeline.upscaler import Upscaler
 
-    return Upscaler(MODEL, device="cpu", resize="any")
+    return Upscaler(MODEL, device="cpu", precision="fp32", resize="any")
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def _corpus(folder, glyph_png: bytes) -> dict[str, bytes | None]:
 
 def _cli_answers(inputs, out, capsys) -> str:
     paths = sorted(str(p) for p in inputs.iterdir())
-    main(["upscale", *paths, "-o", str(out), "--model", MODEL, "--ext", "png", "--device", "cpu", "--quiet"])
+    main(["upscale", *paths, "-o", str(out), "--model", MODEL, "--ext", "png", "--device", "cpu", "--precision", "fp32", "--quiet"])
     return capsys.readouterr().err
 
 
