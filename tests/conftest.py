@@ -88,3 +88,13 @@ def tiny_glean():
 
     torch.manual_seed(0)
     return GLEANStyleGANv2(**TINY_GLEAN).eval()
+
+
+def with_nonzero_biases(module: torch.nn.Module) -> torch.nn.Module:
+    """Biases and noise weights start at zero; random ones make every folded term count."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias") or "noise_injector" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return module

@@ -6,6 +6,7 @@ import torch
 
 import gleansr.inference as inference
 import gleansr.models.fused as fused
+from conftest import with_nonzero_biases
 from gleansr import GLEANStyleGANv2, load_checkpoint
 from gleansr.inference import FastGLEAN, build_inference_model
 
@@ -16,12 +17,7 @@ LAYOUTS = [dict(channels_last=False, winograd=False), dict(channels_last=True, w
 @pytest.fixture
 def tiny(tiny_glean):
     """The tiny GLEAN with non-zero biases and noise weights, so every term of the bank counts."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in tiny_glean.named_parameters():
-            if name.endswith("bias") or "noise_injector" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return tiny_glean
+    return with_nonzero_biases(tiny_glean)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 import gleansr.models.fused as fused
+from conftest import with_nonzero_biases
 from gleansr.models.fused import FuseTarget, fuse
 from gleansr.models.glean import GLEANStyleGANv2, PixelShufflePack, build_uninitialised
 from gleansr.models.layers import EqualConv2d
@@ -16,16 +17,6 @@ TARGETS = [FuseTarget(torch.float64), FuseTarget(torch.float64, channels_last=Tr
 
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def _with_nonzero_biases(module: nn.Module) -> nn.Module:
-    """Biases and noise weights start at zero; random ones make every folded term count."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("bias") or "noise_injector" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return module
 
 
 # (name, module factory, input shape): one entry per module type the walk fuses
@@ -52,7 +43,7 @@ def all_winograd(monkeypatch):
 @pytest.mark.parametrize("name,make,shape", PLAIN_LAYERS, ids=[p[0] for p in PLAIN_LAYERS])
 def test_fused_layer_matches_the_layer(name, make, shape, target, all_winograd):
     torch.manual_seed(0)
-    layer = _with_nonzero_biases(make()).double()
+    layer = with_nonzero_biases(make()).double()
     x = _rand(*shape)
     with torch.no_grad():
         want = layer(x)
@@ -65,7 +56,7 @@ def test_fused_layer_matches_the_layer(name, make, shape, target, all_winograd):
 @pytest.mark.parametrize("upsample", [False, True])
 def test_fused_style_conv_matches_the_layer(upsample, target, all_winograd):
     torch.manual_seed(0)
-    layer = _with_nonzero_biases(ModulatedStyleConv(6, 5, 3, style_channels=7, upsample=upsample)).double()
+    layer = with_nonzero_biases(ModulatedStyleConv(6, 5, 3, style_channels=7, upsample=upsample)).double()
     layer.conv.impl = layer.activate.impl = layer.conv.style_modulation.impl = "ref"
     x, w = _rand(2, 6, 8, 8), _rand(2, 7, seed=1)
     noise = _rand(1, 1, 16 if upsample else 8, 16 if upsample else 8, seed=2)
@@ -79,7 +70,7 @@ def test_fused_style_conv_matches_the_layer(upsample, target, all_winograd):
 @pytest.mark.parametrize("target", TARGETS, ids=["nchw", "channels_last", "winograd"])
 def test_fused_glean_matches_the_reference_path(tiny_glean, target, latent_bank, all_winograd):
     model = GLEANStyleGANv2(**{**tiny_glean.config.to_dict(), "latent_bank": latent_bank})
-    model.load_state_dict(_with_nonzero_biases(tiny_glean).state_dict())
+    model.load_state_dict(with_nonzero_biases(tiny_glean).state_dict())
     model = model.double().set_impl("ref")
     x = _rand(3, 3, 8, 8).clamp(-1, 1)
     with torch.no_grad():
