@@ -3,6 +3,7 @@ a gate that holds the worker. Imported by name (pytest puts this folder on sys.p
 which would shadow the top-level ``conftest`` module that other tests import from."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -12,7 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="gleansr[serve] is not installed")
 
@@ -20,10 +23,28 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from gleansr.serve.app import create_app  # noqa: E402
 from gleansr.serve.config import ServeConfig  # noqa: E402
+from gleansr.serve.errors import CODES  # noqa: E402
 import gleansr  # noqa: E402
 
 MODEL = "glean_glyphs_8x"
 SAMPLES = Path(gleansr.__file__).resolve().parent / "assets" / "samples"
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assert_error(response, status: int, code: str) -> str:
+    """The answer is the JSON error ``code`` with its status and one sentence (returned)."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert CODES[code] == status
+    message = body["error"]["message"]
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
 
 
 @pytest.fixture(scope="session")

@@ -13,23 +13,8 @@ from PIL import Image
 
 from gleansr.serve.errors import CODES
 
-from serve_helpers import MODEL, Gate, cached_loader, client, glyph_upscaler, make_client, sample, sample_paths  # noqa: F401
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def assert_error(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code
-    assert CODES[code] == status
-    message = body["error"]["message"]
-    assert message and "\n" not in message and "Traceback" not in message
-    return message
+from serve_helpers import (MODEL, Gate, assert_error, cached_loader, client, glyph_upscaler, make_client,  # noqa: F401
+                           png_bytes, sample, sample_paths)
 
 
 def test_healthz(client):
@@ -41,7 +26,8 @@ def test_models_lists_the_zoo_with_domains_and_sizes(client):
     body = client.get("/v1/models").json()
     glyphs = next(m for m in body["models"] if m["name"] == MODEL)
     assert glyphs | {"input_kind": None} == {"name": MODEL, "domain": "glyphs", "input_kind": None, "in_size": 16,
-                                             "out_size": 128, "scale": 8, "present": True, "downloadable": False}
+                                             "out_size": 128, "scale": 8, "present": True, "downloadable": False,
+                                             "face_model": False}
     assert body["default"] == MODEL and "fp32" in body["precisions"]
     assert {m["domain"] for m in body["models"]} >= {"glyphs", "cats", "faces"}
 

@@ -77,6 +77,11 @@ def test_page_shows_the_servers_message_not_a_trace(server, page, tmp_path):
     notes.write_text("not a picture at all\n")
     page.goto(url + "/")
     page.wait_for_selector("#model option", state="attached", timeout=30_000)
+    assert page.is_disabled("#faces")  # the glyph model: whole photos need a face model
+    page.locator("#model").evaluate("s => { s.value = 'glean_ffhq_16x'; s.dispatchEvent(new Event('change')); }")
+    assert page.is_enabled("#faces")
+    page.locator("#model").evaluate("s => { s.value = 'glean_glyphs_8x'; s.dispatchEvent(new Event('change')); }")
+    assert page.is_disabled("#faces")
     page.set_input_files("#files", str(notes))
     page.wait_for_selector(".card .status.failed", timeout=60_000)
     message = page.inner_text(".card .message")

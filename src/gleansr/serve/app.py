@@ -3,17 +3,21 @@
 ``create_app(config)`` builds the application; ``gleansr serve`` runs it with uvicorn. One
 request: read the body (capped), sniff and decode the image as the CLI would, refuse inputs
 larger than the model's unless ``resize``, queue it on the :class:`~.engine.Engine`, wait (time
-limit, client disconnect), encode PNG. Nothing is written outside one private temporary folder.
+limit, client disconnect), encode PNG. With ``faces=true`` a face model restores a whole photo
+(``Upscaler.upscale_photo``): no input-size refusal, one photo per run. Nothing is written outside
+one private temporary folder.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import shutil
 import tempfile
 import time
 import urllib.parse
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
@@ -27,7 +31,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import GleanError
 from . import uploads
-from .catalog import ModelInfo, default_model, find_model, model_catalog, precisions
+from .catalog import ModelInfo, default_model, face_model_names, find_model, model_catalog, precisions
 from .config import ServeConfig
 from .engine import Engine, Job, QueueFull
 from .errors import ApiError, api_error
@@ -147,20 +151,39 @@ def _add_routes(app: FastAPI) -> None:
     async def upscale(request: Request,
                       model: str | None = Query(None, description="a name from /v1/models (default: the server's)"),
                       precision: str | None = Query(None, description="fp32 | bf16 | fp16"),
-                      resize: str | None = Query(None, description="true: shrink inputs larger than the model's")):
-        return await _upscale(request, config, engine, {"model": model, "precision": precision, "resize": resize})
+                      resize: str | None = Query(None, description="true: shrink inputs larger than the model's"),
+                      faces: str | None = Query(None, description="true: a whole photo, its faces restored by a "
+                                                                  "face model, the rest bicubic"),
+                      scale: str | None = Query(None, description="with faces: the photo's factor (default: "
+                                                                  "the model's)")):
+        return await _upscale(request, config, engine, {"model": model, "precision": precision, "resize": resize,
+                                                        "faces": faces, "scale": scale})
 
 
 _ERROR_DOCS = {400: "bad parameter or unreadable image", 404: "unknown model", 409: "model weights not installed",
                413: "upload or pixel count over the limit", 415: "not an image",
-               422: "input larger than the model's, or refused by the model",
+               422: "input larger than the model's, refused by the model, or faces=true with another model",
+               501: "faces=true, but face support is not installed on the server",
                503: "queue full (see Retry-After)", 504: "time limit reached"}
 _UPLOAD_BODY = {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary"}, "model": {"type": "string"},
-        "precision": {"type": "string"}, "resize": {"type": "boolean"}}}}}}
+        "precision": {"type": "string"}, "resize": {"type": "boolean"}, "faces": {"type": "boolean"},
+        "scale": {"type": "integer", "minimum": 1}}}}}}
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One parsed request: the upload, the name to show for it, the model and what to do."""
+
+    data: bytes
+    name: str
+    info: ModelInfo
+    precision: str
+    resize: bool
+    photo_scale: int | None  # faces=true: a whole photo, upscaled by this factor
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -177,8 +200,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _parse(request: Request, config: ServeConfig, params: dict) -> tuple[bytes, str, ModelInfo, str, bool]:
-    """(image bytes, display name, model, precision, resize) from a raw or multipart request."""
+async def _parse(request: Request, config: ServeConfig, params: dict) -> _Ask:
+    """The upload and its parameters from a raw or multipart request."""
     body = await _read_body(request, config.max_upload_bytes)
     content_type = request.headers.get("content-type", "")
     filename = None
@@ -202,8 +225,42 @@ async def _parse(request: Request, config: ServeConfig, params: dict) -> tuple[b
     if precision not in precisions():
         raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {precision!r}")
     filename = filename or urllib.parse.unquote(request.headers.get("x-filename", ""))  # percent-encoded: any name
-    return body, uploads.display_name(filename), info, precision, \
-        uploads.parse_bool("resize", params["resize"])
+    return _Ask(body, uploads.display_name(filename), info, precision, uploads.parse_bool("resize", params["resize"]),
+                _photo_scale(params, info))
+
+
+def _photo_scale(params: dict, info: ModelInfo) -> int | None:
+    """The whole photo's factor when faces=true (None otherwise): only a face model restores faces,
+    and only a face model takes a scale other than its own, as ``gleansr upscale --faces``."""
+    scale = uploads.parse_scale(params["scale"])
+    if not uploads.parse_bool("faces", params["faces"]):
+        if scale not in (None, info.scale):
+            raise api_error("bad_parameter", f"scale: {info.name} upscales by {info.scale}; "
+                                              "other scales need faces=true and a face model")
+        return None
+    if not info.face_model:
+        raise api_error("not_a_face_model", f"faces=true takes face models only, and {info.name} is a {info.domain} "
+                                            f"model ({info.input_kind}); use one of: {', '.join(face_model_names())}")
+    if not _faces_installed():
+        raise api_error("faces_unavailable", "faces=true needs face detection (dlib), which is not installed on "
+                                             "this server: pip install 'gleansr[faces]'")
+    return scale or info.scale
+
+
+def _faces_installed() -> bool:
+    """Whether face detection can run here (the ``faces`` extra), asked before a photo is queued."""
+    return all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
+
+
+def _check_output(image, ask: _Ask, max_pixels: int) -> None:
+    """A whole photo's result must stay under the server's output limit (413): a large factor on a
+    large photo would otherwise take the memory of the whole machine."""
+    h, w = image.rgb.shape[:2]
+    out_w, out_h = w * ask.photo_scale, h * ask.photo_scale
+    if out_w * out_h > max_pixels:
+        raise api_error("too_many_pixels", f"{ask.name} upscaled by {ask.photo_scale} would be {out_w}x{out_h} "
+                                           f"({out_w * out_h:,} pixels), more than this server returns "
+                                           f"({max_pixels:,}); ask a smaller scale")
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -233,13 +290,16 @@ async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
 async def _upscale(request: Request, config: ServeConfig, engine: Engine, params: dict) -> Response:
     start = time.perf_counter()
     deadline = start + config.timeout_s
-    data, name, info, precision, resize = await _parse(request, config, params)
-    root = request.app.state.temp_root
-    image = await run_in_threadpool(uploads.decode_upload, data, name, config.max_pixels, root)
-    uploads.check_size(image, name, info, resize)
+    ask = await _parse(request, config, params)
+    name, info, root = ask.name, ask.info, request.app.state.temp_root
+    image = await run_in_threadpool(uploads.decode_upload, ask.data, name, config.max_pixels, root)
+    if ask.photo_scale:
+        _check_output(image, ask, config.max_output_pixels)
+    else:
+        uploads.check_size(image, name, info, ask.resize)
     decoded = time.perf_counter()
     try:
-        job = engine.submit(info.name, precision, uploads.to_array(image))
+        job = engine.submit(info.name, ask.precision, uploads.to_array(image), ask.photo_scale)
     except QueueFull:
         raise api_error("queue_full", "the server is busy (its queue is full); retry in a moment",
                         {"Retry-After": str(config.retry_after_s)}) from None
@@ -255,9 +315,14 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
         log.exception("upscaling %s with %s failed", name, info.name)
         raise api_error("internal_error", "the model run failed on the server; its log has the details") from None
     ran = time.perf_counter()
+    faces = None
+    if ask.photo_scale:  # a FaceResult: the photo, and how many faces the model restored
+        result, faces = result.image, len(result.restored)
     png = await run_in_threadpool(uploads.encode_png, result, image, root)
-    return Response(png, media_type="image/png", headers=_result_headers(info, precision, image, result, job,
-                                                                         (start, decoded, ran, time.perf_counter())))
+    headers = _result_headers(info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
+    if faces is not None:
+        headers["X-Gleansr-Faces"] = str(faces)
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, marks: tuple) -> dict[str, str]:
@@ -266,7 +331,8 @@ def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, ma
     timing = {"decode": (decoded - start) * 1000, "queue": queue_ms, "run": job.run_s * 1000,
               "encode": (end - ran) * 1000, "total": (end - start) * 1000}
     h, w = image.rgb.shape[:2]
-    return {"X-Gleansr-Model": info.name, "X-Gleansr-Precision": precision, "X-Gleansr-Scale": str(info.scale),
+    scale = job.photo_scale or info.scale
+    return {"X-Gleansr-Model": info.name, "X-Gleansr-Precision": precision, "X-Gleansr-Scale": str(scale),
             "X-Gleansr-Input-Size": f"{w}x{h}", "X-Gleansr-Output-Size": f"{result.shape[1]}x{result.shape[0]}",
             "X-Gleansr-Batch-Size": str(job.batch_size), "X-Gleansr-Total-Ms": f"{timing['total']:.1f}",
             "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timing.items())}

@@ -22,6 +22,7 @@ class ModelInfo:
     out_size: int
     present: bool  # weights on disk: the model can run offline now
     downloadable: bool  # weights can be fetched (`gleansr models --download`)
+    face_model: bool = False  # takes aligned face crops: the only kind that restores whole photos (faces=true)
 
     @property
     def scale(self) -> int:
@@ -36,7 +37,7 @@ def model_catalog() -> dict[str, ModelInfo]:
     from ..zoo import ZOO, is_present
 
     return {e.name: ModelInfo(e.name, e.domain, e.input_kind, e.in_size, e.out_size, is_present(e),
-                              e.weights.url is not None) for e in ZOO.values()}
+                              e.weights.url is not None, e.face_model) for e in ZOO.values()}
 
 
 def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
@@ -51,6 +52,13 @@ def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
 def default_model(catalog: dict[str, ModelInfo]) -> str | None:
     """The first model whose weights are installed (the bundled one on a fresh install)."""
     return next((m.name for m in catalog.values() if m.present), None)
+
+
+def face_model_names() -> list[str]:
+    """The zoo's face models, named in the refusal of faces=true with another model."""
+    from ..zoo import face_model_names as names
+
+    return names()
 
 
 def precisions() -> tuple[str, ...]:

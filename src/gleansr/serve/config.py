@@ -18,6 +18,7 @@ class ServeConfig:
     batch_wait_ms: float = 2.0  # how long the worker waits for more requests to join a batch
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096  # checked from the header, before decoding
+    max_output_pixels: int = 8192 * 8192  # largest whole photo (faces=true) returned
     timeout_s: float = 60.0  # per request, queue and run included
     retry_after_s: int = 1
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins get no access

@@ -3,6 +3,7 @@
 Requests for the same model and precision that are waiting together go through the model in one
 forward pass. Only one model run is in flight per device (a process-wide lock per device name),
 models are loaded on first use and the least recently used one is dropped beyond ``max_models``.
+A whole photo with faces (``photo_scale`` set) runs alone: its face crops are the model's batch.
 A cancelled job (its client went away or timed out) is taken out of the queue and never runs.
 """
 from __future__ import annotations
@@ -35,11 +36,14 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One image for one (model, precision); ``future`` gets the SR array or the exception."""
+    """One image for one (model, precision); ``future`` gets the SR array or the exception.
+    With ``photo_scale`` the image is a whole photo for ``upscale_photo`` and ``future`` gets its
+    :class:`~gleansr.pipeline.faces.FaceResult`."""
 
     model: str
     precision: str
     image: np.ndarray  # float32 (H, W, C) in [0, 1], as Upscaler.upscale takes it
+    photo_scale: int | None = None  # a whole photo with faces, upscaled by this factor
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
@@ -54,7 +58,8 @@ class Job:
 
 class Engine:
     """Runs jobs on one device. ``loader(name, precision)`` returns an object with
-    ``upscale_batch(images, batch_size)`` (an :class:`~gleansr.pipeline.upscaler.Upscaler`)."""
+    ``upscale_batch(images, batch_size)`` and, for whole photos, ``upscale_photo(photo, scale)``
+    (an :class:`~gleansr.pipeline.upscaler.Upscaler`)."""
 
     def __init__(self, loader: Callable[[str, str], Any], device: str = "cpu", max_models: int = 2,
                  max_queue: int = 16, max_batch: int = 8, batch_wait_s: float = 0.002):
@@ -70,9 +75,10 @@ class Engine:
         self._worker.start()
 
     # -- the request side ---------------------------------------------------------------------
-    def submit(self, model: str, precision: str, image: np.ndarray) -> Job:
-        """Queue one image; QueueFull when ``max_queue`` jobs are already waiting."""
-        job = Job(model, precision, image)
+    def submit(self, model: str, precision: str, image: np.ndarray, photo_scale: int | None = None) -> Job:
+        """Queue one image (a whole photo with faces when ``photo_scale`` is given); QueueFull when
+        ``max_queue`` jobs are already waiting."""
+        job = Job(model, precision, image, photo_scale)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the engine is closed")
@@ -113,7 +119,8 @@ class Engine:
 
     # -- the worker side ----------------------------------------------------------------------
     def _next_batch(self) -> list[Job]:
-        """Wait for a job, then take every waiting job of the same model (up to ``max_batch``)."""
+        """Wait for a job, then take every waiting job of the same model (up to ``max_batch``);
+        a whole photo goes alone."""
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
@@ -127,8 +134,9 @@ class Engine:
                 self._cond.wait(left)
             if not self._queue:
                 return []
-            key = self._queue[0].key
-            batch = [j for j in self._queue if j.key == key][: self.max_batch]
+            first = self._queue[0]
+            batch = [first] if first.photo_scale else \
+                [j for j in self._queue if j.key == first.key and not j.photo_scale][: self.max_batch]
             for job in batch:
                 self._queue.remove(job)
             return batch
@@ -159,7 +167,10 @@ class Engine:
         try:
             with device_lock(self.device):
                 upscaler = self._model(batch[0].key)
-                results = upscaler.upscale_batch([j.image for j in batch], batch_size=len(batch))
+                if batch[0].photo_scale:
+                    results = [upscaler.upscale_photo(batch[0].image, batch[0].photo_scale)]
+                else:
+                    results = upscaler.upscale_batch([j.image for j in batch], batch_size=len(batch))
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
             results = [exc] * len(batch)
         run_s = time.perf_counter() - start

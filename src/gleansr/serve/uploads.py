@@ -49,6 +49,16 @@ def parse_bool(name: str, value: str | None) -> bool:
     raise api_error("bad_parameter", f"{name} must be true or false, got {value!r}")
 
 
+def parse_scale(value: str | None) -> int | None:
+    """An optional integer factor >= 1 (None when absent); 400 otherwise."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise api_error("bad_parameter", f"scale must be an integer of at least 1, got {value!r}")
+    return int(text)
+
+
 def parse_multipart(body: bytes, content_type: str) -> tuple[bytes | None, str | None, dict[str, str]]:
     """(image bytes, its file name, the text fields) of a multipart/form-data body, in memory."""
     from python_multipart.exceptions import MultipartParseError

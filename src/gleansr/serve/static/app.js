@@ -50,6 +50,10 @@ function describeModel() {
   const m = models.find((x) => x.name === $("#model").value);
   $("#model-note").textContent = m ? `${m.name} expects ${m.input_kind}, at most ${m.in_size}x${m.in_size} ` +
     `pixels; it returns ${m.out_size}x${m.out_size} (x${m.scale}).` : "";
+  // whole photos need a face model: the box is off (and unticked) for every other model
+  const faces = $("#faces");
+  faces.disabled = !(m && m.face_model);
+  if (faces.disabled) faces.checked = false;
 }
 
 function addFiles(files) {
@@ -59,7 +63,7 @@ function addFiles(files) {
     $(".lr", card).src = URL.createObjectURL(file);
     $("#results").prepend(card);
     waiting.push({ file, card, model: $("#model").value, precision: $("#precision").value,
-                   resize: $("#resize").checked });
+                   resize: $("#resize").checked, faces: $("#faces").checked });
   }
   pump();
 }
@@ -80,7 +84,8 @@ function pump() {
 async function upscale(job) {
   const { file, card } = job;
   setStatus(card, "running");
-  const query = new URLSearchParams({ model: job.model, precision: job.precision, resize: job.resize });
+  const query = new URLSearchParams({ model: job.model, precision: job.precision, resize: job.resize,
+                                      faces: job.faces });
   let response;
   try {
     response = await fetch(`/v1/upscale?${query}`, {
@@ -112,7 +117,9 @@ function showResult(card, file, blob, headers) {
   const slider = $(".slider", card);
   slider.style.width = `${w}px`;
   slider.addEventListener("input", () => { $(".before-clip", card).style.width = `${slider.value}%`; });
-  $(".timing", card).textContent = `${headers.get("X-Gleansr-Model")}, ${headers.get("X-Gleansr-Total-Ms")} ms`;
+  const faces = headers.get("X-Gleansr-Faces");
+  $(".timing", card).textContent = `${headers.get("X-Gleansr-Model")}, ${headers.get("X-Gleansr-Total-Ms")} ms` +
+    (faces === null ? "" : `, ${faces} face(s) restored`);
   $(".compare", card).hidden = false;
   const link = $(".download", card);
   link.href = url;
