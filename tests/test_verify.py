@@ -7,6 +7,7 @@ import pytest
 import gleansr.models.fused as fused
 from gleansr.cli import main
 from gleansr.commands import verify
+from conftest import SHARED
 
 
 @pytest.fixture
@@ -18,12 +19,14 @@ def elsewhere(tmp_path, monkeypatch, fixture_ckpt):
     cache = tmp_path / "cache"
     cache.mkdir()
     os.symlink(fixture_ckpt, cache / "glean_fixture.pth")
+    # the fixture as the test session found it (a clean clone may sit anywhere; the search order
+    # beside the checkout is tested on its own below)
+    monkeypatch.setenv("GLEANSR_SHARED", str(SHARED))
     return cwd, cache
 
 
 def test_verify_checks_the_snapshot_from_any_folder(elsewhere, monkeypatch, capsys):
     cwd, cache = elsewhere
-    monkeypatch.delenv("GLEANSR_SHARED", raising=False)  # found beside the checkout
     assert main(["verify", "--cache", str(cache)]) == 0
     out = capsys.readouterr().out
     for dtype in ("float64", "float32"):
