@@ -175,12 +175,6 @@ def _fid(features: dict[str, list]) -> dict[str, float]:
 
 
 # -- sr_fn adapters -------------------------------------------------------------------------
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    from .pipeline.images import to_uint8
-
-    return to_uint8(values)
-
-
 def module_sr_fn(module: Any, device: Any = "cpu", autocast: Callable[[], Any] | None = None) -> SRFn:
     """A torch module mapping (N, 3, h, w) in [-1, 1] to raw GLEAN output as an ``sr_fn`` (training
     validation's generator): run in eval mode (its mode restored after), without gradients,
