@@ -171,7 +171,9 @@ def onnx_model(snapshot: torch.nn.Module, in_size: int, img_channels: int, opset
 
 def _to_uint8(y: np.ndarray) -> np.ndarray:
     """Raw (N, C, H, W) output -> uint8 (N, H, W, C) images, as the upscaler rounds them."""
-    return np.rint(np.clip((y.astype(np.float64) + 1) / 2, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    from ..pipeline.images import to_uint8
+
+    return to_uint8((y.astype(np.float64) + 1) / 2).transpose(0, 2, 3, 1)
 
 
 def mean_psnr(a: np.ndarray, b: np.ndarray) -> float:

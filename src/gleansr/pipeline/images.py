@@ -254,7 +254,8 @@ def _copy_exif(exif: Image.Exif) -> Image.Exif:
     return copy
 
 
-def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
+def quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float samples in [0, 1] -> integer levels of ``bit_depth`` (8 or 16), rounded half to even."""
     top = (1 << bit_depth) - 1
     scaled = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * top)
     return scaled.astype(np.uint16 if bit_depth == 16 else np.uint8)
@@ -266,7 +267,7 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     The one 8-bit rounding of the package: a 16-bit sample ``v`` read by :func:`load_image`
     becomes ``round(v * 255 / 65535)`` (0x01FF -> 2), in training, evaluation and on writing.
     """
-    return _quantize(values, 8)
+    return quantize(values, 8)
 
 
 def read_rgb_uint8(path: str | os.PathLike[str]) -> np.ndarray:
@@ -344,7 +345,7 @@ def encode_image(
     planes = [rgb.mean(axis=2, keepdims=True) if gray else rgb]
     if alpha is not None:
         planes.append(alpha[..., None])
-    samples = _quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C)
+    samples = quantize(np.concatenate(planes, axis=2), bit_depth)  # (H, W, C)
     icc = _icc_matches(icc_profile, samples.shape[2])
     if bit_depth == 16 and fmt.pillow_name == "PNG":
         return png16_bytes(samples, icc, exif)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import GleanError
 from ..precision import CHOICES, resolve_precision
-from .images import LoadedImage, center_square
+from .images import LoadedImage, center_square, quantize
 from .inmemory import from_loaded, to_loaded
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -58,12 +58,6 @@ def too_large(name: str, w: int, h: int, model: str, in_size: int, force: str, f
             f"images of one kind, and shrinking this one to {in_size}x{in_size} would throw most of it away; "
             f"for photos of faces use {faces}, to shrink it anyway use {force}, "
             "and `gleansr models` lists the models with their domains")
-
-
-def _quantize_like(a: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Round to the source's levels, as the training LR files were stored."""
-    top = (1 << bit_depth) - 1
-    return np.rint(np.clip(a, 0.0, 1.0) * top).astype(np.float32) / top
 
 
 @dataclass
@@ -188,7 +182,8 @@ class Upscaler:
         from ..data.imresize import imresize
 
         s, size = rgb.shape[0], (self.in_size, self.in_size)
-        rgb = _quantize_like(imresize(rgb, output_shape=size), image.bit_depth)
+        # rounded to the source's levels, as the training LR files were stored
+        rgb = quantize(imresize(rgb, output_shape=size), image.bit_depth) / np.float32((1 << image.bit_depth) - 1)
         if alpha is not None:
             alpha = np.clip(imresize(alpha, output_shape=size), 0, 1)
         notes.append(f"resized {s}x{s} to {self.in_size}x{self.in_size} (MATLAB bicubic)")
