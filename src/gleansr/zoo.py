@@ -12,7 +12,7 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from .errors import GleanError
 from .glean_config import GLEANConfig
@@ -157,11 +157,15 @@ def face_model_names() -> list[str]:
     return [name for name, entry in ZOO.items() if entry.face_model]
 
 
+def did_you_mean(name: str, names: Iterable[str] | None = None) -> str:
+    """"did you mean 'x'? " for the closest of ``names`` (default: the zoo's), or "" if none is close."""
+    close = difflib.get_close_matches(str(name), list(ZOO if names is None else names), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def unknown_model_message(name: str) -> str:
     """'unknown model ...; did you mean ...?' with the closest zoo name, if one is close."""
-    close = difflib.get_close_matches(str(name), list(ZOO), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown model {name!r}; {hint}models: {', '.join(ZOO)} (see `gleansr models`)"
+    return f"unknown model {name!r}; {did_you_mean(name)}models: {', '.join(ZOO)} (see `gleansr models`)"
 
 
 def weights_file(entry_or_source: ModelEntry | WeightsSource | str, download: bool = False) -> Path:

@@ -5,7 +5,6 @@ is declared touches this file alone.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass
 
 from ..errors import GleanError
@@ -44,9 +43,10 @@ def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
     """The named model; GleanError with a "did you mean" for a typo."""
     if name in catalog:
         return catalog[name]
-    close = difflib.get_close_matches(name, catalog, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise GleanError(f"unknown model {name!r}; {hint}GET /v1/models lists the models this server offers")
+    from ..zoo import did_you_mean
+
+    raise GleanError(f"unknown model {name!r}; {did_you_mean(name, catalog)}GET /v1/models lists the models "
+                     "this server offers")
 
 
 def default_model(catalog: dict[str, ModelInfo]) -> str | None:
