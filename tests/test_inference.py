@@ -1,5 +1,6 @@
 """The fast inference snapshot against the reference path (tiny GLEAN and the upstream fixture)."""
 import platform
+import threading
 
 import pytest
 import torch
@@ -143,26 +144,31 @@ def test_encoder_decoder_ablation_matches_its_module(tiny):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-def test_one_snapshot_serves_two_threads(tiny):
-    """The snapshot holds no per-call state: concurrent calls give each caller its own answer."""
-    import threading
-
-    fast = build_inference_model(tiny, winograd=True)
-    inputs = [_input(batch=2, seed=10 + i) for i in range(2)]
-    want = [fast(x) for x in inputs]
-    got: dict[int, list[torch.Tensor]] = {0: [], 1: []}
-    start = threading.Barrier(2)
+def _in_two_threads(fast, inputs: list[torch.Tensor], rounds: int, after=lambda: None) -> list[list[torch.Tensor]]:
+    """Thread i calls ``fast(inputs[i])`` ``rounds`` times, both threads starting together, then
+    ``after()``; the outputs of each thread, in order."""
+    start, got = threading.Barrier(2), [[], []]
 
     def worker(i):
         start.wait()
-        for _ in range(5):
+        for _ in range(rounds):
             got[i].append(fast(inputs[i]))
+        after()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return got
+
+
+def test_one_snapshot_serves_two_threads(tiny):
+    """The snapshot holds no per-call state: concurrent calls give each caller its own answer."""
+    fast = build_inference_model(tiny, winograd=True)
+    inputs = [_input(batch=2, seed=10 + i) for i in range(2)]
+    want = [fast(x) for x in inputs]
+    got = _in_two_threads(fast, inputs, rounds=5)
     for i in range(2):
         assert len(got[i]) == 5
         for y in got[i]:
@@ -223,23 +229,10 @@ def test_plain_snapshot_is_traceable(tiny):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_snapshot_serves_two_threads(tiny):
-    import threading
-
     fast = build_inference_model(tiny, "cuda")
     ref = build_inference_model(tiny, "cuda", cuda_graphs=False)
     inputs = [_input(batch=2, seed=20 + i).cuda() for i in range(2)]
-    results: dict[int, list[torch.Tensor]] = {0: [], 1: []}
-
-    def worker(i):
-        for _ in range(10):
-            results[i].append(fast(inputs[i]))
-        torch.cuda.synchronize()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _in_two_threads(fast, inputs, rounds=10, after=torch.cuda.synchronize)
     for i in range(2):
         for y in results[i]:
             torch.testing.assert_close(y, ref(inputs[i]), atol=1e-5, rtol=0)
