@@ -318,7 +318,7 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     faces = None
     if ask.photo_scale:  # a FaceResult: the photo, and how many faces the model restored
         result, faces = result.image, len(result.restored)
-    png = await run_in_threadpool(uploads.encode_png, result, image, root)
+    png = await run_in_threadpool(uploads.encode_png, result, image)
     headers = _result_headers(info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
     if faces is not None:
         headers["X-Gleansr-Faces"] = str(faces)

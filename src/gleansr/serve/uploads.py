@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
-from ..pipeline.images import LoadedImage, load_image, save_image
+from ..pipeline.images import LoadedImage, encode_image, load_image
 from .catalog import ModelInfo
 from .errors import api_error
 
@@ -151,13 +151,11 @@ def to_array(image: LoadedImage) -> np.ndarray:
     return np.ascontiguousarray(np.rint(np.concatenate(planes, axis=2) * top), dtype=dtype)
 
 
-def encode_png(result: np.ndarray, source: LoadedImage, root: Path) -> bytes:
+def encode_png(result: np.ndarray, source: LoadedImage) -> bytes:
     """The SR array (uint8/uint16, as :func:`to_array` gave) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
     result = result.astype(np.float32) / np.iinfo(result.dtype).max
     colour = result[..., : 3 if result.shape[2] >= 3 else 1]
     rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
     alpha = result[..., -1] if result.shape[2] in (2, 4) else None
-    with scratch(root) as folder:
-        path = save_image(folder / "result.png", rgb, alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
-                          icc_profile=source.icc_profile, exif=source.exif)
-        return path.read_bytes()
+    return encode_image(rgb, ".png", alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
+                        icc_profile=source.icc_profile, exif=source.exif)
