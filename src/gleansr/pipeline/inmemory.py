@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from ..errors import GleanError
-from .images import LoadedImage, image_from_pil, load_image
+from .images import LoadedImage, image_from_pil, load_image, quantize
 
 
 def to_loaded(image) -> LoadedImage:
@@ -59,15 +59,15 @@ def from_loaded(result: LoadedImage, like):
     f = np.concatenate(planes, axis=2)
     if isinstance(like, (Image.Image, str, os.PathLike)):
         if f.shape[2] == 1 and result.bit_depth == 16:
-            return Image.fromarray(np.rint(f[..., 0] * 65535).astype(np.uint16))
-        u8 = np.rint(f * 255).astype(np.uint8)
+            return Image.fromarray(quantize(f[..., 0], 16))
+        u8 = quantize(f, 8)
         mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[f.shape[2]]
         return Image.fromarray(u8[..., 0] if mode == "L" else u8, mode=mode)
     a = np.asarray(like)
     if a.ndim == 2:
         f = f[..., 0]
     if a.dtype == np.uint8:
-        return np.rint(f * 255).astype(np.uint8)
+        return quantize(f, 8)
     if a.dtype == np.uint16:
-        return np.rint(f * 65535).astype(np.uint16)
+        return quantize(f, 16)
     return f.astype(a.dtype)
