@@ -133,7 +133,7 @@ def _refuse_large(items, in_size: int, model: str) -> None:
     """One line for inputs larger than the model's input (see EPILOG), before any work."""
     from PIL import Image
 
-    from ..pipeline.upscaler import too_large
+    from ..pipeline.upscaler import too_large, too_large_for
 
     large = []
     for item in items:
@@ -142,7 +142,7 @@ def _refuse_large(items, in_size: int, model: str) -> None:
                 w, h = im.size
         except Exception:  # noqa: BLE001 - unreadable files are reported when they are read
             continue
-        if min(w, h) > in_size:
+        if too_large_for(w, h, in_size):
             large.append((item.path, w, h))
     if large:
         path, w, h = large[0]

@@ -51,6 +51,12 @@ def describe(entry) -> str:
     return "the model" if entry is None else f"{entry.name} ({entry.domain}: {entry.input_kind})"
 
 
+def too_large_for(w: int, h: int, in_size: int) -> bool:
+    """Whether a w x h image would have to be shrunk to fit the model's input (its shorter side is
+    larger): refused unless asked, since shrinking throws most of it away."""
+    return min(w, h) > in_size
+
+
 def too_large(name: str, w: int, h: int, model: str, in_size: int, force: str, faces: str) -> str:
     """The one-line refusal for an input larger than the model's input (``force``/``faces``: how
     the caller shrinks anyway / treats a face photo)."""
@@ -172,7 +178,7 @@ class Upscaler:
             return Prepared(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image, notes)
         if self.resize == "exact":
             raise GleanError(f"{name} is {w}x{h}, the model takes exactly {self.in_size}x{self.in_size}")
-        if self.resize == "up" and min(h, w) > self.in_size:
+        if self.resize == "up" and too_large_for(w, h, self.in_size):
             raise GleanError(too_large(name, w, h, describe(self.entry), self.in_size,
                                        force="resize='any'", faces="upscale_photo() with a face model"))
         if h != w:
