@@ -45,6 +45,17 @@ def test_matches_definition_with_asymmetric_kernel(up, down, pad, impl):
 
 
 @pytest.mark.parametrize("up,down,pad", CASES)
+@pytest.mark.parametrize("impl", ["ref", "fast"])
+def test_matches_definition_with_non_square_kernel(up, down, pad, impl):
+    g = torch.Generator().manual_seed(up * 10 + down)
+    x = torch.randn(1, 2, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(3, 4, generator=g, dtype=torch.float64)
+    got = upfirdn2d(x, k, up=up, down=down, pad=pad, impl=impl)
+    np.testing.assert_allclose(got.detach().numpy(), upfirdn_numpy(x.detach().numpy(), k.numpy(), up, down, pad),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("up,down,pad", CASES)
 def test_fast_matches_ref_float32_and_gradients(up, down, pad):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(3, 5, 9, 9, generator=g, requires_grad=True)

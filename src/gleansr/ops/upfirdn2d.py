@@ -56,7 +56,7 @@ def _upfirdn2d_fast(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, p
     kh, kw = kernel.shape
     k = torch.flip(kernel, [0, 1]).to(x.dtype)
     weight = k.expand(c, 1, kh, kw)
-    if up > 1 and down == 1 and p0 >= 0 and p1 >= 0:
+    if up > 1 and down == 1 and p0 >= 0 and p1 >= 0 and kh == kw:  # its crop assumes a square kernel
         # Zero insertion + padding + correlation == a strided transposed convolution,
         # which skips the multiplications by inserted zeros. conv_transpose2d correlates
         # with the *flipped* weight, so it receives the unflipped kernel; its implicit
