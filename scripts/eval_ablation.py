@@ -7,9 +7,11 @@
 Every HR image under ``--hr`` (a glyph data set's ``test`` folder: font folders of PNGs) is
 downscaled the way training does it (MATLAB-style bicubic, rounded to uint8); each model
 super-resolves that same LR, and PSNR / SSIM (RGB, MMEditing's definitions, gleansr.metrics)
-are taken against the HR. The first model is compared with each other method image by image:
-the mean PSNR difference with a 95% bootstrap interval that resamples whole fonts (images of
-one font are not independent), and the share of images where the first model is better.
+are taken against the HR, with stroke F1 / IoU (gleansr.metrics: are the strokes where the HR
+has them? PSNR rewards blur). The first model is compared with each other method image by
+image: the mean PSNR and stroke-F1 differences, each with a 95% bootstrap interval that
+resamples whole fonts (images of one font are not independent), and the share of images where
+the first model has the better PSNR.
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ import numpy as np
 from gleansr.atomic import atomic_write_bytes
 from gleansr.loading import load_glean
 from gleansr.data.datasets import list_images
-from gleansr.evaluate import evaluate
+from gleansr.evaluate import ImageResult, evaluate
+from gleansr.metrics import stroke_f1, stroke_iou
 from gleansr.pipeline.images import read_rgb_uint8
 from gleansr.pipeline.upscaler import Upscaler
 
 BOOTSTRAP_ROUNDS = 2000
+STROKE_METRICS = {"stroke_f1": stroke_f1, "stroke_iou": stroke_iou}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,10 +79,18 @@ def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, de
     (in_size, out_size), = sizes
     scores: dict[str, dict[str, list[float]]] = {}
     for name, up in upscalers.items():  # one pass per model over the same MATLAB-bicubic LR
+        strokes: dict[str, list[float]] = {f"{method}_{m}": [] for method in ("sr", "bicubic") for m in STROKE_METRICS}
+
+        def score_strokes(image: ImageResult) -> None:
+            for method in ("sr", "bicubic"):
+                for metric, fn in STROKE_METRICS.items():
+                    strokes[f"{method}_{metric}"].append(fn(getattr(image, method), image.hr))
+
         report = evaluate(up.sr_uint8, _hr_images(hr_root, files, out_size), scale=up.scale,
-                          batch_size=batch_size)
+                          batch_size=batch_size, each=score_strokes)
         for method, label in (("bicubic", "bicubic"), ("sr", name)):
             scores[label] = {m: [row[f"{method}_{m}"] for row in report.scores] for m in ("psnr", "ssim")}
+            scores[label].update({m: strokes[f"{method}_{m}"] for m in STROKE_METRICS})
         print(f"{name}: {len(files)} images", file=sys.stderr)
     scores = {"bicubic": scores.pop("bicubic"), **scores}
     fonts = [f.parts[0] for f in files]
@@ -89,11 +101,13 @@ def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, de
     for other in scores:
         if other == first:
             continue
-        diffs = np.asarray(scores[first]["psnr"]) - np.asarray(scores[other]["psnr"])
-        low, high = font_bootstrap(diffs, fonts)
-        result["paired"][other] = {"psnr_diff": float(diffs.mean()), "ci95": [low, high],
-                                   "ssim_diff": float(np.mean(np.subtract(scores[first]["ssim"], scores[other]["ssim"]))),
-                                   "better_share": float(np.mean(diffs > 0))}
+        diffs = {m: np.subtract(scores[first][m], scores[other][m]) for m in scores[first]}
+        result["paired"][other] = {
+            "psnr_diff": float(diffs["psnr"].mean()), "ci95": list(font_bootstrap(diffs["psnr"], fonts)),
+            "ssim_diff": float(diffs["ssim"].mean()), "better_share": float(np.mean(diffs["psnr"] > 0)),
+            "stroke_f1_diff": float(diffs["stroke_f1"].mean()),
+            "stroke_f1_ci95": list(font_bootstrap(diffs["stroke_f1"], fonts)),
+            "stroke_iou_diff": float(diffs["stroke_iou"].mean())}
     result["compared"] = first
     return result
 
@@ -101,14 +115,16 @@ def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, de
 def markdown(result: dict) -> str:
     first = result["compared"]
     lines = [f"Held-out glyphs: {result['images']} images of {result['fonts']} fonts, x{result['scale']} "
-             "(MATLAB-bicubic LR, RGB PSNR/SSIM).", "",
-             "| method | PSNR (dB) | SSIM |", "| --- | ---: | ---: |"]
-    lines += [f"| {m} | {v['psnr']:.2f} | {v['ssim']:.4f} |" for m, v in result["methods"].items()]
-    lines += ["", f"| {first} minus | PSNR (dB) | 95% CI (fonts resampled) | SSIM | {first} better on |",
-              "| --- | ---: | --- | ---: | ---: |"]
+             "(MATLAB-bicubic LR, RGB PSNR/SSIM; stroke outline F1 within 1 px and ink IoU at grey 128).", "",
+             "| method | PSNR (dB) | SSIM | stroke F1 | stroke IoU |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {m} | {v['psnr']:.2f} | {v['ssim']:.4f} | {v['stroke_f1']:.4f} | {v['stroke_iou']:.4f} |"
+              for m, v in result["methods"].items()]
+    lines += ["", f"| {first} minus | PSNR (dB) | 95% CI (fonts resampled) | SSIM | {first} better on (PSNR) "
+              "| stroke F1 | 95% CI | stroke IoU |", "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |"]
     for other, p in result["paired"].items():
         lines.append(f"| {other} | {p['psnr_diff']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | "
-                     f"{p['ssim_diff']:+.4f} | {100 * p['better_share']:.1f}% of images |")
+                     f"{p['ssim_diff']:+.4f} | {100 * p['better_share']:.1f}% of images | {p['stroke_f1_diff']:+.4f} | "
+                     f"[{p['stroke_f1_ci95'][0]:+.4f}, {p['stroke_f1_ci95'][1]:+.4f}] | {p['stroke_iou_diff']:+.4f} |")
     return "\n".join(lines) + "\n"
 
 

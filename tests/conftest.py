@@ -36,6 +36,17 @@ TINY_GLEAN = dict(in_size=8, out_size=32, rrdb_channels=8, num_rrdbs=1, style_ch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def load_script(name: str):
+    """A module of the repository's scripts/ folder (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[name] = script  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(script)
+    return script
+
+
 def he_initialised(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """He-initialised random conv weights (in place): activations stay O(1) through deep stacks,
     so every LPIPS layer and the VGG perceptual loss see real signal, not ~1e-11."""

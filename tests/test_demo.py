@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import load_script
 from gleansr import zoo
 from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.commands.demo import sample_pairs
 from gleansr.data.imresize import imresize
 from gleansr.errors import GleanError
-from gleansr.metrics import psnr, ssim
+from gleansr.metrics import psnr, ssim, stroke_f1
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
 
 TINY_16_128 = GLEANConfig(in_size=16, out_size=128, rrdb_channels=4, num_rrdbs=1, style_channels=8, num_mlps=1,
@@ -180,23 +180,13 @@ def test_installed_bundled_weights_beat_bicubic(model):
     assert model.psnr is not None and model.bicubic_psnr is not None and model.psnr > model.bicubic_psnr
 
 
-def _script(name: str):
-    """A module of the repository's scripts/ folder."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
     """scripts/eval_ablation.py on the samples with two tiny models: figures match a direct computation."""
     import json
 
     from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 
-    script = _script("eval_ablation")
+    script = load_script("eval_ablation")
     paths, nets = {}, {}
     for seed, name in enumerate(("glean", "ablation")):
         torch.manual_seed(seed)
@@ -207,22 +197,26 @@ def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
                         f"ablation={paths['ablation']}", "--device", "cpu", "--json", str(tmp_path / "r.json"),
                         "--markdown", str(tmp_path / "r.md")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
-    expected = {m: [] for m in ("bicubic", "glean", "ablation")}
+    expected = {(m, metric): [] for m in ("bicubic", "glean", "ablation") for metric in (psnr, stroke_f1)}
     for hr_path in sorted(hr_dir.glob("*.png")):
         hr = _uint8(hr_path)
         lr = imresize(hr, scale=1 / 8)
-        expected["bicubic"].append(psnr(imresize(lr, output_shape=(128, 128)), hr))
+        outputs = {"bicubic": imresize(lr, output_shape=(128, 128))}
         for name, net in nets.items():
             with torch.no_grad():
-                expected[name].append(psnr(tensor_to_uint8(net(uint8_to_tensor(lr)[None]))[0], hr))
-    assert result["images"] == len(expected["bicubic"])
-    for method, values in expected.items():
-        assert result["methods"][method]["psnr"] == pytest.approx(np.mean(values), abs=1e-4)
+                outputs[name] = tensor_to_uint8(net(uint8_to_tensor(lr)[None]))[0]
+        for (name, metric), values in expected.items():
+            values.append(metric(outputs[name], hr))
+    assert result["images"] == len(expected["bicubic", psnr])
+    for (method, metric), values in expected.items():
+        assert result["methods"][method][metric.__name__] == pytest.approx(np.mean(values), abs=1e-4)
     paired = result["paired"]["ablation"]
-    diffs = np.subtract(expected["glean"], expected["ablation"])
-    assert paired["psnr_diff"] == pytest.approx(diffs.mean(), abs=1e-4)
+    diffs = {metric: np.subtract(expected["glean", metric], expected["ablation", metric]) for metric in (psnr, stroke_f1)}
+    assert paired["psnr_diff"] == pytest.approx(diffs[psnr].mean(), abs=1e-4)
     assert paired["ci95"][0] <= paired["psnr_diff"] <= paired["ci95"][1]
-    assert paired["better_share"] == pytest.approx(np.mean(diffs > 0))
+    assert paired["better_share"] == pytest.approx(np.mean(diffs[psnr] > 0))
+    assert paired["stroke_f1_diff"] == pytest.approx(diffs[stroke_f1].mean(), abs=1e-4)
+    assert paired["stroke_f1_ci95"][0] <= paired["stroke_f1_diff"] <= paired["stroke_f1_ci95"][1]
     assert "| bicubic |" in (tmp_path / "r.md").read_text()
 
 
@@ -231,7 +225,7 @@ def test_readme_figure_has_a_labelled_row_per_sample(tmp_path, capsys):
     net = GLEANStyleGANv2(**TINY_16_128.to_dict()).eval()
     weights = save_safetensors(net, tmp_path / "tiny.safetensors", config=TINY_16_128.to_dict())
     out = tmp_path / "figure.png"
-    assert _script("glyph_figure").main(["--model", f"a={weights}", "--model", f"b={weights}",
+    assert load_script("glyph_figure").main(["--model", f"a={weights}", "--model", f"b={weights}",
                                          "--samples", "2", "-o", str(out)]) == 0
     figure = _uint8(out)
     hr_path = sample_pairs(zoo.SAMPLES)[1][2]

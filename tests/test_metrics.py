@@ -1,4 +1,4 @@
-"""PSNR / SSIM / MAE with MMEditing's definitions, and the tensor <-> uint8 mappings."""
+"""PSNR / SSIM / MAE with MMEditing's definitions, stroke F1 / IoU, and the tensor <-> uint8 mappings."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.errors import GleanError
-from gleansr.metrics import mae, psnr, ssim
+from gleansr.metrics import mae, psnr, ssim, stroke_f1, stroke_iou
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,60 @@ def test_uint8_round_trip_is_exact() -> None:
     batch = uint8_to_tensor(np.stack([img, img[::-1]]))
     assert batch.shape == (2, 3, 16, 16)
     torch.testing.assert_close(batch[1], x.flip(1))
+
+
+def _page(ink: np.ndarray) -> np.ndarray:
+    """A boolean ink mask as a uint8 RGB page: black ink on white."""
+    return np.repeat(np.where(ink, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _letter_h(shift: int = 0) -> np.ndarray:
+    """A 48 x 48 'H' of 2-pixel strokes, moved ``shift`` pixels right."""
+    ink = np.zeros((48, 48), bool)
+    ink[8:40, 12:14] = ink[8:40, 32:34] = ink[23:25, 12:34] = True
+    return _page(np.roll(ink, shift, axis=1))
+
+
+def test_stroke_f1_tolerates_one_pixel_and_no_more() -> None:
+    h = _letter_h()
+    assert stroke_f1(h, h) == 1.0 and stroke_iou(h, h) == 1.0
+    assert stroke_f1(_letter_h(1), h) == 1.0  # every outline pixel moved by one: within the tolerance
+    assert stroke_f1(_letter_h(1), h, tolerance=0) < 0.6
+    assert stroke_iou(_letter_h(1), h) < 0.6  # area overlap has no tolerance
+    far = stroke_f1(_letter_h(3), h)
+    assert 0.0 < far < 0.5  # only the crossbar's outline still lines up
+    assert stroke_f1(h, _letter_h(3)) == pytest.approx(far)  # symmetric
+
+
+def test_stroke_f1_counts_each_outline_pixel_once() -> None:
+    """A 4 x 4 square has 12 outline pixels; one 3-pixel-wide rectangle inside it shares 8 of them."""
+    square = np.zeros((10, 10), bool)
+    square[3:7, 3:7] = True
+    bar = np.zeros((10, 10), bool)
+    bar[3:7, 3:6] = True
+    # bar outline: its 10 pixels other than (4, 4), (5, 4); all lie on or next to the square's outline
+    assert stroke_f1(_page(bar), _page(square)) == 1.0
+    assert stroke_f1(_page(bar), _page(square), tolerance=0) == pytest.approx(2 * (8 / 10) * (8 / 12) / (8 / 10 + 8 / 12))
+    assert stroke_iou(_page(bar), _page(square)) == pytest.approx(12 / 16)
+
+
+def test_blur_loses_strokes_psnr_does_not_see_it() -> None:
+    """A blurred glyph scores a fair PSNR but a clearly lower stroke F1 than a sharp one-pixel shift."""
+    from scipy.ndimage import gaussian_filter
+
+    h = _letter_h()
+    blurred = np.clip(np.round(gaussian_filter(h.astype(np.float64), (1.5, 1.5, 0))), 0, 255).astype(np.uint8)
+    shifted = _letter_h(1)
+    assert psnr(blurred, h) > psnr(shifted, h)
+    assert stroke_f1(blurred, h) < 0.5 < stroke_f1(shifted, h)
+
+
+def test_stroke_metrics_empty_cases() -> None:
+    blank, h = _page(np.zeros((48, 48), bool)), _letter_h()
+    assert stroke_f1(blank, blank) == 1.0 and stroke_iou(blank, blank) == 1.0
+    assert stroke_f1(blank, h) == 0.0 and stroke_f1(h, blank) == 0.0 and stroke_iou(blank, h) == 0.0
+    full = _page(np.ones((48, 48), bool))
+    assert stroke_iou(full, full) == 1.0
+    assert stroke_f1(full, full) == 1.0  # all ink, no outline (the image edge is not one): as blank
+    with pytest.raises(GleanError):
+        stroke_f1(h, h[:40])
