@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--markdown", type=Path, help="write the results table here")
-    p.add_argument("--json", type=Path, help="write the figures (means, paired differences) here")
+    p.add_argument("--json", type=Path, help="write the figures (means, paired differences, per-image scores) here")
     return p.parse_args(argv)
 
 
@@ -109,6 +109,8 @@ def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, de
             "stroke_f1_ci95": list(font_bootstrap(diffs["stroke_f1"], fonts)),
             "stroke_iou_diff": float(diffs["stroke_iou"].mean())}
     result["compared"] = first
+    # per image, in the order of ``fonts``: what pools several seeds' runs image by image
+    result["per_image"] = {"fonts": fonts, "scores": scores}
     return result
 
 
