@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the pool of the real reference (default 15000)")
     p.add_argument("--epochs", type=int, default=3, help="classifier training epochs (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--figure", type=Path, help="also write one small PNG: a row of the first samples per bank, "
+                   "in --bank order (for a README)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="for sampling the banks")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results (and a mismatched classifier)")
     return p.parse_args(argv)
@@ -294,6 +296,12 @@ def load_banks(items: list[str], seed: int) -> dict[str, StyleGAN2Generator]:
     return banks
 
 
+def figure(rows: list[torch.Tensor], path: Path, columns: int = 8, size: int = 64, overwrite: bool = False) -> Path:
+    """The first ``columns`` images of each row (N, 3, H, W) in [-1, 1], ``size`` px each, one grey PNG."""
+    strips = [F.interpolate(r[:columns].float(), size=(size, size), mode="area") for r in rows]
+    return save_grid(torch.cat(strips), path, columns, overwrite=overwrite)
+
+
 # -- report --------------------------------------------------------------------------------------
 def markdown(result: dict) -> str:
     c, real = result["classifier"], result["real"]
@@ -334,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
               "sources": {}}
     if test is not None:
         result["sources"]["test glyphs"] = quality(net, _subset(test, args.samples, args.seed), real)
+    rows = []
     for name, generator in banks.items():
         images = sample_images(generator.to(device), args.samples, args.seed, args.truncation)
+        rows.append(images)
         save_grid(images[:GRID * GRID], args.out / f"grid_{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.png", GRID,
                   overwrite=args.overwrite)
         result["sources"][name] = quality(net, classifier_input(tensor_to_uint8(images)), real)
         print(f"{name}: {args.samples} samples scored", file=sys.stderr)
+    if args.figure:
+        figure(rows, args.figure, overwrite=args.overwrite)
     text = markdown(result)
     print(text)
     atomic_write_bytes(args.out / RESULT_FILES[0], (json.dumps(result, indent=1) + "\n").encode("utf-8"),

@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--factors", type=int, nargs="+", default=[8, 16], choices=(8, 16))
     p.add_argument("--iters", type=int, default=400, help="iterations of every restoration run")
     p.add_argument("--bank-iters", type=int, default=3000)
-    p.add_argument("--bank", type=Path, help="use this bank file instead of training one")
+    p.add_argument("--bank", help="a bank file to use instead of training one, or 'shipped': the frozen bank "
+                   "inside the bundled glean_glyphs_8x (trained by train_glyph_model.sh on the same training fonts)")
     p.add_argument("--eval-limit", type=int, default=600, help="held-out images per evaluation")
     p.add_argument("--jobs", type=int, default=2, help="steps run at once")
     p.add_argument("--device", default="cpu")
@@ -100,10 +101,26 @@ def font_subset(data: Path, out: Path, fonts: int, seed: int) -> Path:
     return out
 
 
+def shipped_bank(out: Path) -> Path:
+    """The frozen StyleGAN2 inside the bundled model, as a bank file ``gleansr train --bank`` reads."""
+    from gleansr import load_model
+    from gleansr.loading.bank import BankWeights
+    from gleansr.loading.save import export_bank
+
+    if not out.exists():
+        glean = load_model("glean_glyphs_8x")
+        c = glean.config
+        config = {"out_size": c.out_size, "style_channels": c.style_channels, "num_mlps": c.num_mlps,
+                  "channel_multiplier": c.channel_multiplier, "channel_max": c.channel_max,
+                  "blur_kernel": list(c.blur_kernel), "lr_mlp": c.lr_mlp}
+        export_bank(BankWeights(generator=glean.generator.state_dict(), generator_config=config), out)
+    return out
+
+
 def plan(args: argparse.Namespace, prior: Path, gleansr: list[str]) -> list[Step]:
     data = args.work / "data"
     steps: list[Step] = []
-    bank = args.bank
+    bank = shipped_bank(prior / "shipped_bank.safetensors") if args.bank == "shipped" else args.bank
     if bank is None:
         bank = prior / "bank" / "bank.pth"
         sets = [f"{k}={v}" for k, v in BANK_RECIPE.items()]
@@ -122,7 +139,9 @@ def plan(args: argparse.Namespace, prior: Path, gleansr: list[str]) -> list[Step
                 runs = {}
                 for m, method in enumerate(METHODS):
                     run = prior / "runs" / f"{cell}_{method.replace(' ', '_')}"
-                    bank_args = {"trained bank": ["--bank", str(bank)], "random bank": ["--bank", "random"],
+                    # D is never used (GAN weight 0): it starts random in every arm
+                    bank_args = {"trained bank": ["--bank", str(bank), "--set", "discriminator=random"],
+                                 "random bank": ["--bank", "random"],
                                  "no bank": ["--set", "model.latent_bank=false"]}[method]
                     steps.append(Step(run.name, [*gleansr, "train", str(config), "--data", str(subset), "--out",
                                                  str(run), *bank_args, "--max-iters", str(args.iters),

@@ -52,7 +52,7 @@ def bank(tmp_path_factory):
 def test_writes_sane_results_and_reuses_its_classifier(script, glyphs, bank, tmp_path, capsys):
     out = tmp_path / "quality"
     argv = ["--data", str(glyphs), "--bank", str(bank), "--bank", "random", "--samples", "8", "--epochs", "2",
-            "--device", "cpu", "--out", str(out)]
+            "--device", "cpu", "--out", str(out), "--figure", str(tmp_path / "figure.png")]
     assert script.main(argv) == 0
     result = json.loads((out / "bank_quality.json").read_text())
     name = bank.parent.name
@@ -69,6 +69,10 @@ def test_writes_sane_results_and_reuses_its_classifier(script, glyphs, bank, tmp
     for grid in (f"grid_{name}.png", "grid_random.png"):
         assert np.asarray(Image.open(out / grid)).shape == (SIZE, 8 * SIZE, 3)  # 8 samples: one row of 8
     assert "| random | 8 |" in (out / "bank_quality.md").read_text()
+    strips = np.asarray(Image.open(tmp_path / "figure.png"))
+    assert strips.shape == (2 * 64, 8 * 64, 3)  # a row of 8 samples per bank, 64 px each
+    first = np.asarray(Image.open(out / f"grid_{name}.png").resize((8 * 64, 64), Image.BOX))
+    assert np.abs(strips[:64].astype(int) - first).mean() < 8  # the bank's row shows its first samples
 
     with pytest.raises(SystemExit, match="--overwrite"):
         script.main(argv)

@@ -81,3 +81,16 @@ def test_aggregate_pools_seeds_image_by_image(tmp_path):
     assert table["paired"]["no bank"]["psnr"]["diff"] == pytest.approx(0.0)
     text = prior.markdown({"x8 4 fonts": table}, args)
     assert "| x8 4 fonts | **trained − random bank** | +2.00 [+2.00, +2.00] |" in text
+
+
+def test_shipped_bank_is_the_bundled_models_frozen_bank(tmp_path):
+    import torch
+
+    from gleansr import load_model
+    from gleansr.loading import load_bank_generator
+
+    path = prior.shipped_bank(tmp_path / "bank.safetensors")
+    bank = load_bank_generator(path)
+    shipped = load_model("glean_glyphs_8x").generator.state_dict()
+    assert bank.state_dict().keys() == shipped.keys()
+    assert all(torch.equal(v, shipped[k]) for k, v in bank.state_dict().items())
