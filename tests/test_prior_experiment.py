@@ -78,9 +78,12 @@ def test_aggregate_pools_seeds_image_by_image(tmp_path):
     assert table["methods"]["trained bank"]["psnr_seed_sd"] == pytest.approx(1.0)
     random = table["paired"]["random bank"]["psnr"]
     assert random["diff"] == pytest.approx(2.0) and random["ci95"] == pytest.approx([2.0, 2.0])
+    assert random["by_seed"] == pytest.approx([1.0, 3.0])  # the interval is over fonts; seeds differ
     assert table["paired"]["no bank"]["psnr"]["diff"] == pytest.approx(0.0)
     text = prior.markdown({"x8 4 fonts": table}, args)
     assert "| x8 4 fonts | **trained − random bank** | +2.00 [+2.00, +2.00] |" in text
+    assert text.splitlines()[-2].endswith("| +1.00 / +3.00 |")  # trained − random bank, seed by seed
+
 
 
 def test_shipped_bank_is_the_bundled_models_frozen_bank(tmp_path):
