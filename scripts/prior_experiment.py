@@ -109,11 +109,8 @@ def shipped_bank(out: Path) -> Path:
 
     if not out.exists():
         glean = load_model("glean_glyphs_8x")
-        c = glean.config
-        config = {"out_size": c.out_size, "style_channels": c.style_channels, "num_mlps": c.num_mlps,
-                  "channel_multiplier": c.channel_multiplier, "channel_max": c.channel_max,
-                  "blur_kernel": list(c.blur_kernel), "lr_mlp": c.lr_mlp}
-        export_bank(BankWeights(generator=glean.generator.state_dict(), generator_config=config), out)
+        export_bank(BankWeights(generator=glean.generator.state_dict(), generator_config=glean.config.bank_kwargs()),
+                    out)
     return out
 
 
@@ -182,9 +179,9 @@ def run_steps(steps: list[Step], jobs: int, log_dir: Path) -> None:
         while ready and len(running) < jobs:
             step = ready.pop(0)
             pending.remove(step)
-            log = open(log_dir / f"{step.name}.log", "ab")
-            running[step.name] = (subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                   cwd=ROOT), step, time.time())
+            with open(log_dir / f"{step.name}.log", "ab") as log:  # the child keeps its own handle
+                running[step.name] = (subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                       cwd=ROOT), step, time.time())
             print(f"{time.strftime('%H:%M:%S')} start {step.name}", flush=True)
         if not ready and not running and pending:
             raise SystemExit(f"steps wait for steps that cannot run: {[s.name for s in pending]}")
@@ -199,24 +196,23 @@ def aggregate(prior: Path, args: argparse.Namespace) -> dict:
             cells = [json.loads((prior / "cells" / f"x{factor}_f{fonts}_s{seed}.json").read_text())
                      for seed in args.seeds]
             fonts_of = cells[0]["per_image"]["fonts"]
-            metrics = [m for m in cells[0]["per_image"]["scores"]["bicubic"]]
+            metrics = list(cells[0]["per_image"]["scores"]["bicubic"])
+            # (seeds, images) per method and metric
+            scores = {method: {m: np.array([c["per_image"]["scores"][method][m] for c in cells]) for m in metrics}
+                      for method in ("bicubic", *METHODS)}
             entry: dict = {"seeds": len(cells), "images": cells[0]["images"], "test_fonts": cells[0]["fonts"],
                            "methods": {}, "paired": {}}
-            for method in ("bicubic", *METHODS):
-                scores = {m: np.mean([c["per_image"]["scores"][method][m] for c in cells], axis=0)
-                          for m in metrics}
-                entry["methods"][method] = {m: float(v.mean()) for m, v in scores.items()}
-                by_seed = [float(np.mean(c["per_image"]["scores"][method]["psnr"])) for c in cells]
-                entry["methods"][method].update(psnr_seed_sd=float(np.std(by_seed)), psnr_by_seed=by_seed)
+            for method, s in scores.items():
+                by_seed = s["psnr"].mean(1)
+                entry["methods"][method] = {m: float(v.mean()) for m, v in s.items()}
+                entry["methods"][method].update(psnr_seed_sd=float(by_seed.std()), psnr_by_seed=by_seed.tolist())
             for other in ("random bank", "no bank"):
                 entry["paired"][other] = {}
                 for m in metrics:
-                    diffs = np.mean([np.subtract(c["per_image"]["scores"]["trained bank"][m],
-                                                 c["per_image"]["scores"][other][m]) for c in cells], axis=0)
-                    low, high = font_bootstrap(diffs, fonts_of)
-                    by_seed = [float(np.mean(np.subtract(c["per_image"]["scores"]["trained bank"][m],
-                                                         c["per_image"]["scores"][other][m]))) for c in cells]
-                    entry["paired"][other][m] = {"diff": float(diffs.mean()), "ci95": [low, high], "by_seed": by_seed}
+                    diffs = scores["trained bank"][m] - scores[other][m]
+                    low, high = font_bootstrap(diffs.mean(0), fonts_of)
+                    entry["paired"][other][m] = {"diff": float(diffs.mean()), "ci95": [low, high],
+                                                 "by_seed": diffs.mean(1).tolist()}
             table[f"x{factor} {fonts} fonts"] = entry
     return table
 

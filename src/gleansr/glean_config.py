@@ -33,6 +33,12 @@ class GLEANConfig:
         d["blur_kernel"] = list(self.blur_kernel)
         return d
 
+    def bank_kwargs(self) -> dict[str, Any]:
+        """The latent bank's ``StyleGAN2Generator`` arguments: the fields GLEAN shares with its bank."""
+        return {"out_size": self.out_size, "style_channels": self.style_channels, "num_mlps": self.num_mlps,
+                "channel_multiplier": self.channel_multiplier, "blur_kernel": list(self.blur_kernel),
+                "lr_mlp": self.lr_mlp, "channel_max": self.channel_max}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "GLEANConfig":
         known = {f.name for f in dataclasses.fields(cls)}

@@ -143,8 +143,7 @@ class GLEANStyleGANv2(GLEANFlow):
         self.config = GLEANConfig(in_size, out_size, img_channels, rrdb_channels, num_rrdbs, style_channels,
                                   num_mlps, channel_multiplier, tuple(blur_kernel), lr_mlp, channel_max,
                                   bool(latent_bank))
-        self.generator = StyleGAN2Generator(out_size, style_channels, num_mlps, channel_multiplier,
-                                            blur_kernel, lr_mlp, channel_max)
+        self.generator = StyleGAN2Generator(**self.config.bank_kwargs())
         self.generator.requires_grad_(False)
         self.in_size, self.out_size, self.style_channels = in_size, out_size, style_channels
         ch = self.generator.channels
