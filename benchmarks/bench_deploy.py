@@ -44,7 +44,7 @@ try:
 except ImportError:  # running from a checkout without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gleansr.data.imresize import imresize  # noqa: E402
+from gleansr.imaging.imresize import imresize  # noqa: E402
 from gleansr.hardware import choose_precision, cpu_flags  # noqa: E402
 from gleansr.inference import build_inference_model  # noqa: E402
 from gleansr.onnx.export import export_onnx, file_sha256, mean_psnr, state_dict_sha256  # noqa: E402

@@ -43,8 +43,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gleansr.atomic import atomic_torch_save, atomic_write_bytes
-from gleansr.bank.sample import sample_images, save_grid
-from gleansr.data.convert import tensor_to_uint8
+from gleansr.train.bank_samples import sample_images, save_grid
+from gleansr.imaging.convert import tensor_to_uint8
 from gleansr.data.datasets import list_images
 from gleansr.loading import load_bank
 from gleansr.models.stylegan2 import StyleGAN2Generator

@@ -17,7 +17,7 @@ import numpy as np
 
 from gleansr.loading import load_glean
 from gleansr.commands.demo import comparison, sample_pairs
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.metrics import psnr
 from gleansr.pipeline.images import read_rgb_uint8, save_image
 from gleansr.pipeline.upscaler import Upscaler

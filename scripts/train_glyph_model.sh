@@ -7,7 +7,7 @@
 #
 # Why glyphs: letters have real structure (strokes, serifs, bowls), Debian ships hundreds of freely
 # licensed fonts (SIL OFL, GPL with the font exception, Apache, GUST, LPPL, Bitstream Vera), so
-# the data needs no download and whole font designs can be held out (see gleansr/data/glyphs.py).
+# the data needs no download and whole font designs can be held out (see gleansr/glyphs/render.py).
 #
 # Usage (from the repository root, after ./setup.sh):
 #   sudo apt-get install -y --no-install-recommends $(scripts/train_glyph_model.sh --packages)
@@ -202,7 +202,7 @@ names = sorted(p.stem for p in Path(sys.argv[2], "lr").glob("*.png"))
 bad = [n for n in names if n.rsplit("_u", 1)[0] not in test]
 if bad:
     sys.exit(f"samples {bad} are not from this data set's test fonts; regenerate them with "
-             "gleansr.data.glyphs.write_demo_samples(DATA, 'src/gleansr/assets/samples', overwrite=True)")
+             "gleansr.glyphs.render.write_demo_samples(DATA, 'src/gleansr/assets/samples', overwrite=True)")
 print(f"{len(names)} samples, all from test fonts")
 EOF
 

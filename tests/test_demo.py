@@ -15,7 +15,7 @@ from gleansr import zoo
 from gleansr.loading import save_safetensors
 from gleansr.cli import main
 from gleansr.commands.demo import sample_pairs
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError
 from gleansr.metrics import psnr, ssim, stroke_f1
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
@@ -168,7 +168,7 @@ def test_installed_bundled_weights_beat_bicubic(model):
         assert model.psnr is None and model.ssim is None
         return
     net = zoo.load_model(model.name)
-    from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+    from gleansr.imaging.convert import tensor_to_uint8, uint8_to_tensor
 
     gains = []
     for _, lr_path, hr_path in sample_pairs(zoo.SAMPLES):
@@ -184,7 +184,7 @@ def test_ablation_evaluation_pairs_methods_image_by_image(tmp_path):
     """scripts/eval_ablation.py on the samples with two tiny models: figures match a direct computation."""
     import json
 
-    from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+    from gleansr.imaging.convert import tensor_to_uint8, uint8_to_tensor
 
     script = load_script("eval_ablation")
     paths, nets = {}, {}

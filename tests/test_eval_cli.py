@@ -9,8 +9,8 @@ from skimage import data
 
 from gleansr.loading import save_safetensors
 from gleansr.cli import main
-from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
-from gleansr.data.imresize import imresize
+from gleansr.imaging.convert import tensor_to_uint8, uint8_to_tensor
+from gleansr.imaging.imresize import imresize
 from gleansr.metrics import psnr, ssim
 
 

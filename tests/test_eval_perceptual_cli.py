@@ -16,8 +16,8 @@ from skimage import data
 from conftest import he_initialised
 from gleansr.loading import save_safetensors
 from gleansr.cli import main
-from gleansr.data.convert import uint8_to_tensor
-from gleansr.data.imresize import imresize
+from gleansr.imaging.convert import uint8_to_tensor
+from gleansr.imaging.imresize import imresize
 from gleansr.models.alexnet import AlexNetFeatures
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
 from gleansr.loading.backbones import load_fid_inception_weights

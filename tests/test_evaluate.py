@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+from gleansr.imaging.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.data.datasets import HRFolderDataset
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError
 from gleansr.evaluate import evaluate, evaluate_dataset, module_sr_fn
 from gleansr.metrics import mae, psnr, ssim

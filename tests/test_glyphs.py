@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from gleansr.data.glyphs import (GlyphRenderer, build_glyph_dataset, design_group, is_held_out,
+from gleansr.glyphs.render import (GlyphRenderer, build_glyph_dataset, design_group, is_held_out,
                                  license_id, read_faces, write_demo_samples)
 from gleansr.errors import GleanError
 

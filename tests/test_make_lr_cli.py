@@ -10,7 +10,7 @@ from PIL import Image
 
 from gleansr.cli import main
 from gleansr.pipeline.images import read_rgb_uint8 as read_rgb
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 
 
 @pytest.fixture

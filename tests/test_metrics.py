@@ -9,7 +9,7 @@ import skimage.data
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from gleansr.data.convert import tensor_to_uint8, uint8_to_tensor
+from gleansr.imaging.convert import tensor_to_uint8, uint8_to_tensor
 from gleansr.errors import GleanError
 from gleansr.metrics import mae, psnr, ssim, stroke_f1, stroke_iou
 

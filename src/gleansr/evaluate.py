@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.imresize import imresize
+from .imaging.imresize import imresize
 from .errors import GleanError
 from .metrics import mae, psnr, ssim
 
@@ -183,7 +183,7 @@ def module_sr_fn(module: Any, device: Any = "cpu", autocast: Callable[[], Any] |
 
     import torch
 
-    from .data.convert import tensor_to_uint8, uint8_to_tensor
+    from .imaging.convert import tensor_to_uint8, uint8_to_tensor
 
     def sr_fn(lrs: np.ndarray) -> np.ndarray:
         was_training = module.training
@@ -207,7 +207,7 @@ def evaluate_dataset(sr_fn: SRFn, dataset: Any, *, crop_border: int = 0, batch_s
     """
     import torch
 
-    from .data.convert import tensor_to_uint8
+    from .imaging.convert import tensor_to_uint8
 
     def items() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for index in range(len(dataset)):

@@ -2,7 +2,7 @@
 accuracy for dark-on-light line art (glyphs), which they lack.
 
 All take two uint8 RGB ``H x W x 3`` arrays (after the restorer's clamp-and-round, see
-:func:`gleansr.data.convert.tensor_to_uint8`). PSNR / SSIM / MAE compute on all three RGB channels
+:func:`gleansr.imaging.convert.tensor_to_uint8`). PSNR / SSIM / MAE compute on all three RGB channels
 (no Y channel, as GLEAN's configs do) in float64, and optionally ignore ``crop_border`` pixels on
 every edge. :func:`stroke_f1` and :func:`stroke_iou` are not MMEditing's: PSNR rewards a blurred
 guess, which hedges between stroke and paper, whereas these binarise both images and ask whether

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gleansr.bank.augment import cutout, diff_augment, random_cutout, random_translation, translate
+from gleansr.train.augment import cutout, diff_augment, random_cutout, random_translation, translate
 
 
 def test_translate_moves_content_and_fills_zeros():

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from gleansr import GLEANStyleGANv2, StyleGAN2Discriminator, load_checkpoint
-from gleansr.bank import init_glean_from_bank, load_bank_generator
+from gleansr.loading import init_glean_from_bank, load_bank_generator
 from gleansr.cli import main
 from gleansr.loading import load_bank, load_state_dict_strict
 from gleansr.errors import CheckpointError

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from gleansr.data.convert import uint8_to_tensor
+from gleansr.imaging.convert import uint8_to_tensor
 from gleansr.data.datasets import HRFolderDataset, PairedFolderDataset, list_images
 from gleansr.pipeline.images import read_rgb_uint8 as read_rgb
 from gleansr.data.degradations import Degradation, DegradationParams
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError, ImageError
 
 

@@ -9,7 +9,7 @@ import skimage.data
 import torch
 from bicubic_pytorch import core as reference
 
-from gleansr.data.imresize import cubic_resize_matrix, imresize, imresize_torch
+from gleansr.imaging.imresize import cubic_resize_matrix, imresize, imresize_torch
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
 SCALES = (1 / 8, 1 / 16, 0.37, 1.7)  # GLEAN's x8 and x16, a non-integer shrink, an enlargement

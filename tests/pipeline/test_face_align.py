@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.pipeline import face_align as fa
 
 

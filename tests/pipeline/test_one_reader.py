@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from gleansr.commands.eval import _read_hr, _read_lr
-from gleansr.data.convert import tensor_to_uint8
+from gleansr.imaging.convert import tensor_to_uint8
 from gleansr.data.datasets import HRFolderDataset, PairedFolderDataset
 from gleansr.pipeline.images import center_square, encode_image, read_rgb_uint8, save_image, to_uint8
 

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError
 from gleansr.pipeline.upscaler import Upscaler
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from gleansr.cli import main
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.models import GLEANStyleGANv2
 from gleansr import zoo
 from gleansr.train import glean

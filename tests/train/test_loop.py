@@ -15,7 +15,7 @@ from PIL import Image
 from gleansr.loading import load_checkpoint, load_glean
 from gleansr.cli import main
 from gleansr.commands import export as export_command
-from gleansr.data.imresize import imresize
+from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError
 from gleansr.models import GLEANStyleGANv2
 from gleansr.train import glean

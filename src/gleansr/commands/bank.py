@@ -63,8 +63,8 @@ def _sample(args: argparse.Namespace) -> int:
     """Sample a bank: seeded z, truncation around a fixed mean latent, registered noise."""
     import torch
 
-    from ..bank import load_bank_generator
-    from ..bank.sample import sample_images, save_grid
+    from ..loading import load_bank_generator
+    from ..train.bank_samples import sample_images, save_grid
 
     if args.output is None and args.separate is None:
         raise GleanError("give -o GRID.png and/or --separate DIR")

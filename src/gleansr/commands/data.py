@@ -1,7 +1,7 @@
 """``gleansr data``: build training data sets that need no download.
 
 ``gleansr data glyphs --fonts DIR [DIR ...] -o OUT`` renders one image per (font, character) from
-font files, holding whole designs out for testing (see :mod:`gleansr.data.glyphs`).
+font files, holding whole designs out for testing (see :mod:`gleansr.glyphs.render`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ HELP = "build offline data sets (glyph images rendered from font files)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data.glyphs import DEFAULT_CHARS
+    from ..glyphs.render import DEFAULT_CHARS
 
     sub = p.add_subparsers(dest="data_kind", metavar="KIND")
     sub.required = True
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.glyphs import build_glyph_dataset
+    from ..glyphs.render import build_glyph_dataset
 
     bar = tqdm(unit="font", disable=args.quiet or None, file=sys.stderr, desc="rendering")
 

@@ -1,7 +1,7 @@
 """``gleansr make-lr``: write MATLAB-bicubic LR images for a folder of HR images.
 
 The LR files are what MMEditing's GLEAN data scripts write (``BIx8_down`` / ``BIx16_down``):
-:func:`gleansr.data.imresize.imresize` by ``1 / scale``, rounded to uint8, saved as PNG under the
+:func:`gleansr.imaging.imresize.imresize` by ``1 / scale``, rounded to uint8, saved as PNG under the
 same relative path (extension ``.png``). A file that cannot be read or whose size is not a
 multiple of the scale is reported by name and skipped; the exit code is then 1.
 """
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _make_one(source: Path, target: Path, scale: int, overwrite: bool) -> None:
-    from ..data.imresize import imresize
+    from ..imaging.imresize import imresize
     from ..pipeline.images import read_rgb_uint8, save_image
 
     hr = read_rgb_uint8(source)

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 
 from ..errors import GleanError, ImageError
 from ..pipeline.images import FORMATS, read_rgb_uint8
-from .convert import uint8_to_tensor
+from ..imaging.convert import uint8_to_tensor
 from .degradations import Degradation
-from .imresize import imresize
+from ..imaging.imresize import imresize
 
 __all__ = ["list_images", "HRFolderDataset", "PairedFolderDataset"]
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .imresize import apply_resize_matrix
+from ..imaging.imresize import apply_resize_matrix
 
 __all__ = [
     "DegradationParams",

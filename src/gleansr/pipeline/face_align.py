@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.imresize import imresize_torch
+from ..imaging.imresize import imresize_torch
 
 # dlib's mean face (get_face_chip_details) has the mouth centre 1.369 times as far from the eye
 # midpoint as the bottom of the nose is; the 5-point model gives the nose but no mouth.

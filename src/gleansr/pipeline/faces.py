@@ -206,7 +206,7 @@ class FaceEnhancer:
         """Upscale ``photo`` by the integer ``scale``, faces by the model. ``photo``: what the
         Upscaler takes (PIL image, numpy uint8/uint16/float in [0, 1], or a file path); alpha
         is upscaled bicubic, grayscale stays grayscale."""
-        from ..data.imresize import imresize
+        from ..imaging.imresize import imresize
 
         if int(scale) != scale or scale < 1:
             raise GleanError(f"scale must be a positive integer, got {scale}")

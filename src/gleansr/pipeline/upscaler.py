@@ -185,7 +185,7 @@ class Upscaler:
             rgb = center_square(rgb)
             alpha = None if alpha is None else center_square(alpha)
             notes.append(f"centre-cropped {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
-        from ..data.imresize import imresize
+        from ..imaging.imresize import imresize
 
         s, size = rgb.shape[0], (self.in_size, self.in_size)
         # rounded to the source's levels, as the training LR files were stored
@@ -212,7 +212,7 @@ class Upscaler:
 
     def upscale_prepared(self, batch: Sequence[Prepared]) -> list[LoadedImage]:
         """SR results (out_size, float [0, 1]) keeping each source's alpha, bit depth and mode."""
-        from ..data.imresize import imresize
+        from ..imaging.imresize import imresize
 
         srs = self.sr_arrays([p.rgb for p in batch])
         results = []

@@ -37,9 +37,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from ..bank.augment import diff_augment
-from ..bank.sample import sample_images, save_grid
-from ..data.convert import uint8_to_tensor
+from .augment import diff_augment
+from .bank_samples import sample_images, save_grid
+from ..imaging.convert import uint8_to_tensor
 from ..data.datasets import list_images
 from ..loading import export_bank_run, load_state_dict_strict
 from ..pipeline.images import center_square, read_rgb_uint8

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
-from ..data.imresize import imresize
+from ..imaging.imresize import imresize
 from ..pipeline.images import save_image
 
 METRICS_FILE = "metrics.jsonl"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.convert import tensor_to_uint8
+from ..imaging.convert import tensor_to_uint8
 from ..models.stylegan2 import StyleGAN2Generator
 from ..pipeline.images import save_image
 

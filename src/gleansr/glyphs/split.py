@@ -20,7 +20,7 @@ import hashlib
 import numpy as np
 
 from ..errors import GleanError
-from .glyph_fonts import FINGERPRINT, RenderedFace
+from .fonts import FINGERPRINT, RenderedFace
 
 __all__ = ["is_held_out", "split_by_design"]
 

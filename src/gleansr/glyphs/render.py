@@ -34,9 +34,9 @@ from PIL import Image, features
 
 from ..errors import GleanError
 from ..pipeline.images import read_rgb_uint8
-from .glyph_fonts import (FONT_SUFFIXES, SUPERSAMPLE, FontFace, GlyphRenderer, RenderedFace, design_group,
+from .fonts import (FONT_SUFFIXES, SUPERSAMPLE, FontFace, GlyphRenderer, RenderedFace, design_group,
                           find_font_files, license_id, one_face_per_style, read_faces, render_face)
-from .glyph_split import is_held_out, split_by_design
+from .split import is_held_out, split_by_design
 
 __all__ = ["DEFAULT_CHARS", "FontFace", "GlyphRenderer", "find_font_files", "read_faces", "design_group",
            "is_held_out", "license_id", "build_glyph_dataset", "write_demo_samples"]
@@ -207,7 +207,7 @@ def write_demo_samples(dataset: str | os.PathLike[str], out: str | os.PathLike[s
     as training makes its LR). Sample ``i`` shows ``chars[i % len(chars)]``, or the font's first
     character not yet taken when it lacks that one. Returns the sample names."""
     from ..pipeline.images import save_image
-    from .imresize import imresize
+    from ..imaging.imresize import imresize
 
     dataset, out = Path(dataset), Path(out)
     manifest = json.loads((dataset / "manifest.json").read_text(encoding="utf-8"))
