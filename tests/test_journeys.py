@@ -85,13 +85,13 @@ def test_13_2_faces_takes_face_models_only(photos):
 def test_13_5_a_second_run_over_a_folder_skips_its_own_outputs(small):
     first = gleansr("upscale", small, "--quiet", cwd=small.parent)
     assert first.returncode == 0, first.stderr
-    assert "3 written, 0 skipped (exist), 0 failed" in first.stderr
+    assert "3 written, 0 skipped (exist), 0 refused, 0 failed" in first.stderr
     outputs = {p.name: p.read_bytes() for p in small.glob("*_x8.png")}
     assert sorted(outputs) == ["astronaut_x8.png", "chelsea_x8.png", "coffee_x8.png"]
     second = gleansr("upscale", small, "--quiet", cwd=small.parent)
     assert second.returncode == 0, second.stderr
     assert "left out 3 earlier output(s)" in second.stderr
-    assert "0 written, 3 skipped (exist), 0 failed" in second.stderr
+    assert "0 written, 3 skipped (exist), 0 refused, 0 failed" in second.stderr
     assert {p.name: p.read_bytes() for p in small.glob("*_x8*.png")} == outputs  # nothing new, nothing changed
 
 
@@ -100,7 +100,7 @@ def test_13_5_a_missing_input_among_several_is_reported_and_the_rest_go_on(small
                    cwd=tmp_path)
     assert proc.returncode == 1
     assert "failed: input missing.png does not exist" in proc.stderr
-    assert "2 written, 0 skipped (exist), 1 failed" in proc.stderr
+    assert "2 written, 0 skipped (exist), 0 refused, 1 failed" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut_x8.png", "coffee_x8.png"]
 
 

@@ -10,8 +10,12 @@ flags) and on CUDA GPUs with bf16 tensor cores (compute capability 8.0, Ampere, 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import torch
 
 CPUINFO = Path("/proc/cpuinfo")
 # /proc/cpuinfo flag -> what it means for us; the first one present names the reason
@@ -59,3 +63,44 @@ def choose_precision(device_type: str, flags: Iterable[str] | None = None,
         if flag in present:
             return "bf16", f"bf16: the CPU has {what} (--precision fp32 for exact float32)"
     return "fp32", "fp32: the CPU has no native bf16 units (no amx_bf16 or avx512_bf16 flag), where bf16 is slower"
+
+
+def resolve_device(requested: str = "auto", *, local_rank: int | None = None) -> "torch.device":
+    """The one device rule of every door: ``auto`` -> this process's GPU if CUDA is there
+    (``cuda:<local_rank % GPUs>`` under torchrun), else the CPU; ``cuda``/``cuda:N`` without CUDA,
+    or an unknown name, is a one-line GleanError."""
+    import torch
+
+    from .errors import GleanError
+
+    try:
+        device = torch.device("cuda" if requested == "auto" and torch.cuda.is_available()
+                              else "cpu" if requested == "auto" else requested)
+    except RuntimeError:
+        raise GleanError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GleanError(f"device {requested!r} was asked for, but PyTorch sees no CUDA device "
+                             "(use --device cpu, or a CUDA build of PyTorch)")
+        count = torch.cuda.device_count()
+        index = device.index if device.index is not None else (local_rank or 0) % count
+        if index >= count:
+            raise GleanError(f"device cuda:{index} was asked for, but only {count} GPU(s) are visible")
+        device = torch.device("cuda", index)
+    elif device.type != "cpu":
+        raise GleanError(f"unsupported device {requested!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def torchrun_place() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` of this process as ``torchrun`` sets them (0, 0, 1 alone)."""
+    from .errors import GleanError
+
+    place = []
+    for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        value = os.environ.get(name)
+        try:
+            place.append(default if value is None else int(value))
+        except ValueError:
+            raise GleanError(f"environment variable {name}={value!r} is not an integer") from None
+    return place[0], place[1], place[2]

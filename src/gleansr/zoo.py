@@ -234,9 +234,10 @@ def load_model(name_or_path: str | os.PathLike[str], download: bool = False) -> 
     return create_model(name, "pretrained", download)  # an unknown name: "did you mean ...?"
 
 
-def default_model_name() -> str:
-    """The model used when none is named: the first bundled one whose weights are installed."""
+def default_model() -> ModelEntry:
+    """The model used when none is named, by every door: the first bundled one whose weights are
+    installed (release weights in the cache never change the default)."""
     for entry in ZOO.values():
         if entry.weights.bundled and is_present(entry):
-            return entry.name
-    raise GleanError("no default model is installed: pass --model NAME (see `gleansr models`) or --weights PATH")
+            return entry
+    raise GleanError("no default model is installed: name one (`gleansr models` lists them) or give a weights file")

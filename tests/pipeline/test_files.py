@@ -78,8 +78,8 @@ def test_a_spec_that_yields_nothing_is_an_error_naming_it(tree, spec, message):
 def test_gather_reports_each_spec_that_yields_nothing_and_keeps_the_rest(tree):
     items, problems = gather_inputs(["missing.png", "photos", "photos/*.gif"])
     assert names(items) == ["photos/a.JPG", "photos/b.png"]
-    assert problems == ["input missing.png does not exist",
-                        "input pattern photos/*.gif matches no .png/.tif/.tiff/.webp/.bmp/.jpg/.jpeg images"]
+    assert problems == [("missing.png", "input missing.png does not exist"),
+                        ("photos/*.gif", "input pattern photos/*.gif matches no .png/.tif/.tiff/.webp/.bmp/.jpg/.jpeg images")]
 
 
 def test_earlier_outputs_among_the_inputs_are_told_apart(tree):

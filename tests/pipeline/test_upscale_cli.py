@@ -54,7 +54,7 @@ def test_folder_recursive_outputs_and_inputs_untouched(tmp_path, inputs, weights
     deep = load_image(out / "deep_x4.png")
     assert deep.bit_depth == 16 and deep.grayscale
     err = capsys.readouterr().err
-    assert "5 written, 0 skipped (exist), 0 failed" in err
+    assert "5 written, 0 skipped (exist), 0 refused, 0 failed" in err
     assert err.count("centre-cropped") == 1 and err.count("MATLAB bicubic") == 1  # said once
 
 
@@ -79,13 +79,13 @@ def test_bad_files_are_reported_and_the_rest_go_on(tmp_path, inputs, weights, ca
     assert rc == 1
     for name in ("broken.png", "truncated.jpg", "empty.png"):
         assert name in err
-    assert "3 written, 0 skipped (exist), 3 failed" in err
+    assert "3 written, 0 skipped (exist), 0 refused, 3 failed" in err
     assert "Traceback" not in err
 
 
 def test_no_resize_and_missing_inputs(tmp_path, inputs, weights, capsys):
     rc = main(["upscale", str(inputs / "cat.jpg"), "-o", str(tmp_path / "o"), "--weights", weights, "--no-resize", "--quiet"])
-    assert rc == 1 and "the model takes exactly 8x8" in capsys.readouterr().err
+    assert rc == 1 and "tiny.safetensors takes exactly 8x8" in capsys.readouterr().err
     assert main(["upscale", str(tmp_path / "nope.png"), "--weights", weights]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -61,8 +61,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     """Sample a bank: seeded z, truncation around a fixed mean latent, registered noise."""
-    import torch
-
+    from ..hardware import resolve_device
     from ..loading import load_bank_generator
     from ..train.bank_samples import sample_images, save_grid
 
@@ -72,10 +71,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise GleanError("--n must be at least 1 and --truncation within [0, 1]")
     source = args.bank / "bank.pth" if args.bank.is_dir() else args.bank
     generator = load_bank_generator(source, args.fmt)
-    use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise GleanError("--device cuda was asked for but CUDA is not available")
-    images = sample_images(generator.to("cuda" if use_cuda else "cpu"), args.n, args.seed, args.truncation)
+    images = sample_images(generator.to(resolve_device(args.device)), args.n, args.seed, args.truncation)
     written = []
     if args.output is not None:
         written.append(save_grid(images, args.output, args.nrow, args.overwrite))

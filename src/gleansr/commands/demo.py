@@ -50,11 +50,11 @@ def sample_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
 
 def _model(args: argparse.Namespace):
     from ..loading import load_glean
-    from ..zoo import default_model_name, load_model
+    from ..zoo import default_model, load_model
 
     if args.weights:
         return load_glean(args.weights), str(args.weights)
-    name = args.model or default_model_name()
+    name = args.model or default_model().name
     return load_model(name), name
 
 

@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import GleanError
     from ..evaluate import evaluate
     from ..pipeline.files import collect_inputs
-    from ..pipeline.upscaler import Upscaler, pick_device
+    from ..hardware import resolve_device
+    from ..pipeline.upscaler import Upscaler
 
     if args.batch_size < 1:
         raise GleanError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fid and len(items) < 2:
         raise GleanError(f"--fid needs at least 2 HR images, got {len(items)}")
     save = _sr_saver(args.save_sr, items, args.overwrite)
-    lpips, fid = _perceptual(args, pick_device(args.device))
+    lpips, fid = _perceptual(args, resolve_device(args.device))
     up = Upscaler(args.weights or args.model, device=args.device, precision=args.precision, download=args.download)
     lr_dir = Path(args.lr) if args.lr else None
     report = evaluate(

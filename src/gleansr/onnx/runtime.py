@@ -90,6 +90,15 @@ class OnnxRunner:
         self._output = self._session.get_outputs()[0].name
 
     @property
+    def precision(self) -> str:
+        """The precision the file was exported in (what the Upscaler reports)."""
+        return self.meta.get("precision", "fp32")
+
+    @property
+    def device(self) -> str:
+        return "onnxruntime " + "/".join(p.removesuffix("ExecutionProvider") for p in self.providers)
+
+    @property
     def providers(self) -> list[str]:
         return list(self._session.get_providers())
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..errors import GleanError
 from . import face_align as fa
+from .images import to_uint8
 
 INSTALL_HINT = "face support needs: pip install 'gleansr[faces]'"
 DETECTORS = ("dlib-hog", "dlib-cnn")
@@ -85,11 +86,9 @@ class DetectedFace:
     check_score: float | None = None
 
 
-def to_uint8(photo: np.ndarray) -> np.ndarray:
-    """Float (H, W, 3) in [0, 1] -> contiguous uint8, what dlib reads."""
-    if photo.dtype == np.uint8:
-        return np.ascontiguousarray(photo)
-    return np.ascontiguousarray(np.rint(np.clip(photo, 0.0, 1.0) * 255.0).astype(np.uint8))
+def dlib_pixels(photo: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] or uint8 -> contiguous uint8, what dlib reads (the one rounding)."""
+    return np.ascontiguousarray(photo if photo.dtype == np.uint8 else to_uint8(photo))
 
 
 class FaceDetector:
@@ -145,7 +144,7 @@ class FaceDetector:
 
     def detect(self, photo: np.ndarray) -> list[DetectedFace]:
         """Faces in ``photo`` (H, W, 3), float in [0, 1] or uint8, best score first."""
-        pixels = to_uint8(photo)
+        pixels = dlib_pixels(photo)
         h, w = pixels.shape[:2]
         shrink = min(1.0, self.max_side / max(h, w))
         small = pixels
@@ -168,7 +167,7 @@ class FaceDetector:
         """Best HOG score of a face near the centre of the candidate's aligned crop (-inf: none);
         ``photo`` is float in [0, 1]."""
         quad = fa.ffhq_quad(fa.keypoints_from_landmarks(landmarks))
-        crop = to_uint8(fa.align_face(photo, quad, CHECK_SIZE))
+        crop = dlib_pixels(fa.align_face(photo, quad, CHECK_SIZE))
         rects, scores, _ = self._hog.run(crop, 0, -1.0)
         near = [s for r, s in zip(rects, scores)
                 if np.hypot(r.center().x - CHECK_SIZE / 2, r.center().y - CHECK_SIZE / 2) < CHECK_SIZE / 5]

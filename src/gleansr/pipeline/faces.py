@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import GleanError
 from . import face_align as fa
-from .face_detect import FaceDetector, to_uint8
+from .face_detect import FaceDetector, dlib_pixels
 from .images import LoadedImage, save_image
 from .inmemory import from_loaded, to_loaded
 
@@ -206,21 +206,11 @@ class FaceEnhancer:
         """Upscale ``photo`` by the integer ``scale``, faces by the model. ``photo``: what the
         Upscaler takes (PIL image, numpy uint8/uint16/float in [0, 1], or a file path); alpha
         is upscaled bicubic, grayscale stays grayscale."""
-        from ..imaging.imresize import imresize
-
         if int(scale) != scale or scale < 1:
             raise GleanError(f"scale must be a positive integer, got {scale}")
         source = to_loaded(photo)
-        h, w = source.rgb.shape[:2]
         canvas, faces, messages = self._enhance_rgb(np.ascontiguousarray(source.rgb, dtype=np.float32), scale)
-        if source.grayscale:
-            canvas = np.repeat(canvas.mean(axis=2, keepdims=True), 3, axis=2)
-        alpha = None
-        if source.alpha is not None:
-            alpha = np.clip(imresize(source.alpha, output_shape=(h * scale, w * scale)), 0, 1).astype(np.float32)
-        loaded = LoadedImage(rgb=canvas, alpha=alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
-                             mode=source.mode, format=source.format, icc_profile=source.icc_profile,
-                             exif=source.exif)
+        loaded = source.rebuilt(canvas)
         return FaceResult(from_loaded(loaded, photo), loaded, faces, messages)
 
     def _enhance_rgb(self, photo: np.ndarray, scale: int) -> tuple[np.ndarray, list[FaceInfo], list[str]]:
@@ -262,7 +252,7 @@ def _box_text(box: tuple[float, float, float, float]) -> str:
 def draw_faces(photo: np.ndarray, faces: list[FaceInfo]) -> np.ndarray:
     """A debug copy of ``photo`` (H, W, 3): detector boxes (yellow), FFHQ crop squares (green
     when restored, red when skipped) and landmarks (cyan)."""
-    image = Image.fromarray(to_uint8(photo))
+    image = Image.fromarray(dlib_pixels(photo))
     draw = ImageDraw.Draw(image)
     width = max(1, round(max(photo.shape[:2]) / 400))
     for face in faces:

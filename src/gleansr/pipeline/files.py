@@ -76,9 +76,9 @@ def _expand(spec: str, recursive: bool) -> list[InputFile]:
     raise GleanError(f"input {spec} does not exist")
 
 
-def gather_inputs(specs: Sequence[str], recursive: bool = False) -> tuple[list[InputFile], list[str]]:
+def gather_inputs(specs: Sequence[str], recursive: bool = False) -> tuple[list[InputFile], list[tuple[str, str]]]:
     """Expand files, folders and glob patterns (``**`` included) into a sorted list of images,
-    and one message for each spec that yields nothing (missing, empty, matching nothing).
+    and ``(spec, message)`` for each spec that yields nothing (missing, empty, matching nothing).
 
     A named file is taken whatever its extension (reading it reports what is wrong); folders and
     patterns yield only files with an image extension. Files reached twice are kept once, with
@@ -90,7 +90,7 @@ def gather_inputs(specs: Sequence[str], recursive: bool = False) -> tuple[list[I
         try:
             found = _expand(spec, recursive)
         except GleanError as exc:
-            problems.append(str(exc))
+            problems.append((spec, str(exc)))
             continue
         for item in found:
             seen.setdefault(item.path.resolve(), item)
@@ -101,7 +101,7 @@ def collect_inputs(specs: Sequence[str], recursive: bool = False) -> list[InputF
     """:func:`gather_inputs`, strict: GleanError naming the first spec that yields nothing."""
     items, problems = gather_inputs(specs, recursive)
     if problems:
-        raise GleanError(problems[0])
+        raise GleanError(problems[0][1])
     return items
 
 

@@ -12,6 +12,7 @@ and evaluation share), one extension table (:data:`FORMATS`), one encoder/writer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import struct
@@ -78,6 +79,19 @@ class LoadedImage:
     format: str | None
     icc_profile: bytes | None = None
     exif: bytes | None = None
+
+    def rebuilt(self, rgb: np.ndarray) -> "LoadedImage":
+        """This image's metadata around new pixels ``rgb`` (H', W', 3), e.g. its super-resolved form:
+        the alpha resized to match (MATLAB bicubic), a grayscale source's colour collapsed to grey,
+        bit depth, mode, ICC profile and EXIF carried over, so every output keeps its source's kind."""
+        alpha = None
+        if self.alpha is not None:
+            from ..imaging.imresize import imresize
+
+            alpha = np.clip(imresize(self.alpha, output_shape=rgb.shape[:2]), 0, 1).astype(np.float32)
+        if self.grayscale:
+            rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+        return dataclasses.replace(self, rgb=rgb, alpha=alpha)
 
 
 def format_can_hold(suffix: str, *, alpha: bool, bit_depth: int) -> bool:
@@ -372,6 +386,13 @@ def save_image(
     with atomic_path(path, overwrite) as temp:
         temp.write_bytes(data)
     return path
+
+
+def save_loaded(path: str | os.PathLike[str], image: LoadedImage, overwrite: bool = False) -> Path:
+    """Write ``image`` as :func:`save_image` does, with its own bit depth, greyness, alpha, ICC
+    profile and EXIF (a result keeps its source's kind)."""
+    return save_image(path, image.rgb, image.alpha, bit_depth=image.bit_depth, grayscale=image.grayscale,
+                      overwrite=overwrite, icc_profile=image.icc_profile, exif=image.exif)
 
 
 def _encode_8bit(samples: np.ndarray, pillow_name: str, quality: int, icc: bytes | None, exif: bytes | None) -> bytes:

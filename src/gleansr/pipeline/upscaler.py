@@ -1,18 +1,20 @@
 """The Python API for super-resolving images: :class:`Upscaler`.
 
-GLEAN models are fixed-size and restore small images of one kind (the model's domain). An image
-of exactly ``in_size`` goes in as it is. With ``resize="up"`` (the default) an image whose
-shorter side is at most ``in_size`` is centre-cropped to a square and brought to ``in_size`` with
-MATLAB-style bicubic (the resize the models were trained with); a larger one is refused with a
-message, since shrinking it to the model's input would throw most of it away: ``resize="any"``
-shrinks it anyway, ``resize="exact"`` takes only ``in_size``. Whole photos of faces go through
-:meth:`Upscaler.upscale_photo` with a face model. Alpha is upscaled separately (bicubic) and
-re-attached; grayscale stays grayscale; 16-bit stays 16-bit.
+GLEAN models are fixed-size and restore small images of one kind (the model's domain). What is
+done to an input that is not the model's size is :mod:`gleansr.pipeline.policy`'s answer
+(:meth:`Upscaler.check`): with ``resize="up"`` (the default) an image whose shorter side is at
+most ``in_size`` is centre-cropped to a square and brought to ``in_size`` with MATLAB-style
+bicubic (the resize the models were trained with); a larger one is refused with a sentence,
+``resize="any"`` shrinks it anyway, ``resize="exact"`` takes only ``in_size``. Whole photos of
+faces go through :meth:`Upscaler.upscale_photo` with a face model. Alpha is upscaled separately
+(bicubic) and re-attached; grayscale stays grayscale; 16-bit stays 16-bit.
 
-The model run is a *runner*: ``(N, 3, in, in)`` float32 in [-1, 1] -> ``(N, 3, out, out)`` float32
-raw output, numpy in and out; PyTorch (``backend="torch"``) or ONNX Runtime (``backend="onnx"``).
-One lock around it makes an Upscaler safe to share between threads (the CUDA-graph snapshot is
-not re-entrant); preparing inputs runs in parallel. Importing this module does not import torch.
+The model run is a *runner* (:class:`Runner`): ``(N, 3, in, in)`` float32 in [-1, 1] ->
+``(N, 3, out, out)`` float32 raw output, numpy in and out. :class:`TorchRunner` is PyTorch's fast
+snapshot; a deployment layer brings its own (``gleansr.onnx.runtime.OnnxRunner``), so this module
+imports neither training nor deployment code. One lock around the run makes an Upscaler safe to
+share between threads (the CUDA-graph snapshot is not re-entrant); preparing inputs runs in
+parallel. Importing this module does not import torch.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -28,84 +30,48 @@ from ..errors import GleanError
 from ..precision import CHOICES, resolve_precision
 from .images import LoadedImage, center_square, quantize
 from .inmemory import from_loaded, to_loaded
-
-Runner = Callable[[np.ndarray], np.ndarray]
-RESIZE = ("exact", "up", "any")
-BACKENDS = ("torch", "onnx")
+from .policy import (MAX_RESIZE_PIXELS, ModelFacts, Resize, Verdict, adjustments, face_model_verdict, model_facts,
+                     size_verdict)
 
 
-def pick_device(device: str = "auto"):
-    """``auto`` -> the first CUDA device if present, else CPU; ``cuda`` without CUDA is an error."""
-    import torch
+@runtime_checkable
+class Runner(Protocol):
+    """A model run: what the Upscaler calls; ``precision`` is what it computes in."""
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GleanError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    return dev
+    name: str
+    in_size: int
+    out_size: int
+    precision: str
 
-
-def describe(entry) -> str:
-    """How messages name a model: ``glean_glyphs_8x (glyphs: text glyphs, black on white)``."""
-    return "the model" if entry is None else f"{entry.name} ({entry.domain}: {entry.input_kind})"
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def too_large_for(w: int, h: int, in_size: int) -> bool:
-    """Whether a w x h image would have to be shrunk to fit the model's input (its shorter side is
-    larger): refused unless asked, since shrinking throws most of it away."""
-    return min(w, h) > in_size
+class TorchRunner:
+    """A GLEAN module's fast inference snapshot (:mod:`gleansr.inference`) as a :class:`Runner`."""
 
+    def __init__(self, model, device, precision: str, name: str = "the model"):
+        from ..inference import build_inference_model
 
-def too_large(name: str, w: int, h: int, model: str, in_size: int, force: str, faces: str) -> str:
-    """The one-line refusal for an input larger than the model's input (``force``/``faces``: how
-    the caller shrinks anyway / treats a face photo)."""
-    return (f"{name} is {w}x{h}, larger than the {in_size}x{in_size} input of {model}: GLEAN restores small "
-            f"images of one kind, and shrinking this one to {in_size}x{in_size} would throw most of it away; "
-            f"for photos of faces use {faces}, to shrink it anyway use {force}, "
-            "and `gleansr models` lists the models with their domains")
+        self.name, self.device, self.precision = name, device, precision
+        self.in_size, self.out_size = model.in_size, model.out_size
+        self._net = build_inference_model(model, device=device, precision=precision)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            y = self._net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return y.float().cpu().numpy()
 
 
 @dataclass
 class Prepared:
-    """An image brought to the model's input size, with what was done to it."""
+    """An image brought to the model's input size (``image``, pixels ``in_size`` square, the
+    source's metadata kept, nothing of its full-size pixels), its verdict and what was done to it."""
 
-    rgb: np.ndarray  # (in, in, 3) float32 in [0, 1]
-    alpha: np.ndarray | None
-    source: LoadedImage
-    notes: list[str] = field(default_factory=list)
-
-
-def torch_runner(model, device, precision: str) -> Runner:
-    """The fast inference snapshot (:mod:`gleansr.inference`) as a numpy runner."""
-    import torch
-
-    from ..inference import build_inference_model
-
-    net = build_inference_model(model, device=device, precision=precision)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            y = net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return y.float().cpu().numpy()
-
-    return run
-
-
-def onnx_runner(path: str | os.PathLike):
-    """``gleansr.onnx.runtime.OnnxRunner`` for ``path``; GleanError when ONNX support is missing."""
-    try:
-        from ..onnx.runtime import OnnxRunner
-    except ModuleNotFoundError as exc:
-        if exc.name == "onnxruntime":
-            raise GleanError("backend 'onnx' needs onnxruntime: pip install 'gleansr[onnx]'") from None
-        if exc.name and exc.name.startswith("gleansr.onnx"):
-            raise GleanError("backend 'onnx' needs gleansr's ONNX support (gleansr.onnx), "
-                             "which this installation lacks; use backend 'torch'") from None
-        raise
-    if not Path(path).is_file():
-        raise GleanError(f"ONNX model {path} does not exist")
-    return OnnxRunner(str(path))
+    image: LoadedImage
+    verdict: Verdict
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (kind, sentence): policy.adjustments
 
 
 class Upscaler:
@@ -113,48 +79,48 @@ class Upscaler:
 
     Args:
         model: a zoo model name (e.g. ``"glean_glyphs_8x"``), a path to any GLEAN weights file, a
-            GLEANStyleGANv2, or with ``backend="onnx"`` an exported ``.onnx`` file.
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (torch backend).
-        precision: ``auto`` (default: bf16 where the hardware has native bf16 units and this model's
-            bf16 output is known to stay >= 50 dB against fp32, else fp32; ``precision_reason``
-            says which and why) or one of :data:`gleansr.precision.PRECISIONS` (torch backend).
-        resize: ``up`` (default): inputs no larger than ``in_size`` are cropped and resized, larger
-            ones refused; ``any``: larger ones are shrunk too; ``exact``: only ``in_size``.
+            GLEANStyleGANv2, or a ready :class:`Runner` (e.g. ``OnnxRunner("m.onnx")``).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (torch models; :func:`gleansr.hardware.resolve_device`).
+        precision: ``auto`` (default: see :func:`gleansr.precision.resolve_precision`;
+            ``precision_reason`` says which and why) or one of :data:`gleansr.precision.PRECISIONS`.
+            A runner keeps its own.
+        resize: ``up`` (default), ``any`` or ``exact``: :class:`gleansr.pipeline.policy.Resize`.
         download: allow fetching a zoo model's release weights.
         face_model: the model takes aligned face crops (needed by :meth:`upscale_photo`); default:
             what the zoo says, False for files and modules.
+        max_resize_pixels: the largest centre square shrunk with ``resize="any"``.
 
-    ``entry``: the model's zoo facts (domain, face_model, sizes) when built from a zoo name.
+    ``entry``: the model's zoo facts when it is a zoo model; ``facts``: what the input policy uses.
     ``run(x)`` is the bare, locked model call (the runner contract in the module docstring).
     """
 
     def __init__(self, model, device: str = "auto", precision: str = "auto", resize: str = "up",
-                 download: bool = False, backend: str = "torch", face_model: bool | None = None):
+                 download: bool = False, face_model: bool | None = None,
+                 max_resize_pixels: int = MAX_RESIZE_PIXELS):
+        from .. import zoo
+
         if precision not in CHOICES:
             raise GleanError(f"precision must be one of {', '.join(CHOICES)}, got {precision!r}")
-        if resize not in RESIZE:
-            raise GleanError(f"resize must be one of {', '.join(RESIZE)}, got {resize!r}")
-        if backend not in BACKENDS:
-            raise GleanError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        self.resize, self.backend = resize, backend
-        self.entry, self.model, self.precision_reason = None, None, None
-        if backend == "onnx":
-            from .. import zoo
-
-            self._runner = onnx_runner(model)
-            self.name, self.device = self._runner.name, device
-            self.in_size, self.out_size = self._runner.in_size, self._runner.out_size
-            if self.name in zoo.ZOO:
-                self.entry = zoo.get_entry(self.name)
-            self.precision = self._runner.meta.get("precision", "fp32")  # the file's own
+        try:
+            self.resize = Resize(resize)
+        except ValueError:
+            raise GleanError(f"resize must be one of {', '.join(r.value for r in Resize)}, got {resize!r}") from None
+        self.max_resize_pixels = max_resize_pixels
+        self.model, self.precision_reason = None, None
+        if isinstance(model, Runner):
+            self._runner, self.name, self.device = model, model.name, getattr(model, "device", "runner")
+            self.entry = zoo.ZOO.get(self.name)
+            self.precision = model.precision
         else:
+            from ..hardware import resolve_device
+
             self.model, self.entry, self.name = _resolve(model, download)
             self.model.eval()
-            self.device = pick_device(device)
-            self.in_size, self.out_size = self.model.in_size, self.model.out_size
+            self.device = resolve_device(device)
             self.precision, self.precision_reason = resolve_precision(
                 precision, self.device.type, self.entry.bf16_psnr if self.entry else None, _capability(self.device))
-            self._runner = torch_runner(self.model, self.device, self.precision)
+            self._runner = TorchRunner(self.model, self.device, self.precision, self.name)
+        self.in_size, self.out_size = self._runner.in_size, self._runner.out_size
         self.face_model = bool(self.entry and self.entry.face_model) if face_model is None else face_model
         self._lock = threading.Lock()
         self._enhancers: dict = {}
@@ -163,37 +129,44 @@ class Upscaler:
     def scale(self) -> int:
         return self.out_size // self.in_size
 
+    @property
+    def facts(self) -> ModelFacts:
+        """This model as the input policy sees it."""
+        return model_facts(self.entry, name=self.name, in_size=self.in_size, face_model=self.face_model)
+
     def run(self, x: np.ndarray) -> np.ndarray:
         """x (N, 3, in, in) float32 in [-1, 1] -> raw output (N, 3, out, out) float32; thread-safe."""
         with self._lock:
             return np.asarray(self._runner(x), dtype=np.float32)
 
     # -- preparing inputs ---------------------------------------------------------------
-    def prepare(self, image: LoadedImage, name: str = "image") -> Prepared:
-        """Crop/resize to ``in_size`` as the models were trained (see the module docstring)."""
+    def check(self, image: LoadedImage | tuple[int, int], name: str = "the image") -> Verdict:
+        """The input policy's verdict for an image (or its ``(width, height)``) with this model."""
+        width, height = image if isinstance(image, tuple) else image.rgb.shape[1::-1]
+        return size_verdict(width, height, self.facts, self.resize, name=name,
+                            max_resize_pixels=self.max_resize_pixels)
+
+    def prepare(self, image: LoadedImage, name: str = "the image") -> Prepared:
+        """Crop/resize to ``in_size`` as the models were trained; :class:`~.policy.Refusal` when the
+        policy says no."""
+        verdict = self.check(image, name)
+        verdict.refuse()
+        height, width = image.rgb.shape[:2]
         rgb, alpha = image.rgb, image.alpha
-        h, w = rgb.shape[:2]
-        notes = []
-        if (h, w) == (self.in_size, self.in_size):
-            return Prepared(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image, notes)
-        if self.resize == "exact":
-            raise GleanError(f"{name} is {w}x{h}, the model takes exactly {self.in_size}x{self.in_size}")
-        if self.resize == "up" and too_large_for(w, h, self.in_size):
-            raise GleanError(too_large(name, w, h, describe(self.entry), self.in_size,
-                                       force="resize='any'", faces="upscale_photo() with a face model"))
-        if h != w:
+        if verdict.crop:
             rgb = center_square(rgb)
             alpha = None if alpha is None else center_square(alpha)
-            notes.append(f"centre-cropped {w}x{h} to {rgb.shape[1]}x{rgb.shape[0]}")
-        from ..imaging.imresize import imresize
+        if verdict.resize:
+            from ..imaging.imresize import imresize
 
-        s, size = rgb.shape[0], (self.in_size, self.in_size)
-        # rounded to the source's levels, as the training LR files were stored
-        rgb = quantize(imresize(rgb, output_shape=size), image.bit_depth) / np.float32((1 << image.bit_depth) - 1)
-        if alpha is not None:
-            alpha = np.clip(imresize(alpha, output_shape=size), 0, 1)
-        notes.append(f"resized {s}x{s} to {self.in_size}x{self.in_size} (MATLAB bicubic)")
-        return Prepared(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image, notes)
+            size = (self.in_size, self.in_size)
+            # rounded to the source's levels, as the training LR files were stored
+            rgb = quantize(imresize(rgb, output_shape=size), image.bit_depth) / np.float32((1 << image.bit_depth) - 1)
+            if alpha is not None:
+                alpha = np.clip(imresize(alpha, output_shape=size), 0, 1)
+        small = LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image.bit_depth, image.grayscale,
+                            image.mode, image.format, image.icc_profile, image.exif)
+        return Prepared(small, verdict, adjustments(width, height, verdict, self.in_size))
 
     # -- running the model ----------------------------------------------------------------
     def sr_arrays(self, rgbs: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -212,20 +185,8 @@ class Upscaler:
 
     def upscale_prepared(self, batch: Sequence[Prepared]) -> list[LoadedImage]:
         """SR results (out_size, float [0, 1]) keeping each source's alpha, bit depth and mode."""
-        from ..imaging.imresize import imresize
-
-        srs = self.sr_arrays([p.rgb for p in batch])
-        results = []
-        for p, sr in zip(batch, srs):
-            alpha = None
-            if p.alpha is not None:
-                alpha = np.clip(imresize(p.alpha, output_shape=(self.out_size, self.out_size)), 0, 1).astype(np.float32)
-            if p.source.grayscale:
-                sr = np.repeat(sr.mean(axis=2, keepdims=True), 3, axis=2)
-            results.append(LoadedImage(rgb=sr, alpha=alpha, bit_depth=p.source.bit_depth, grayscale=p.source.grayscale,
-                                       mode=p.source.mode, format=p.source.format,
-                                       icc_profile=p.source.icc_profile, exif=p.source.exif))
-        return results
+        srs = self.sr_arrays([p.image.rgb for p in batch])
+        return [p.image.rebuilt(sr) for p, sr in zip(batch, srs)]
 
     def upscale(self, image):
         """Super-resolve one image: PIL, numpy (H, W[, 1-4]; uint8, uint16 or float in [0, 1]) or a
@@ -244,14 +205,8 @@ class Upscaler:
     # -- whole photos with a face model ------------------------------------------------------
     def face_enhancer(self, **options):
         """A :class:`~gleansr.pipeline.faces.FaceEnhancer` whose face model is this upscaler;
-        ``options`` go to FaceEnhancer. GleanError unless this is a face model."""
-        if not self.face_model:
-            what = f"{self.entry.name} is a {self.entry.domain} model" if self.entry else "this model is not known"
-            from ..zoo import face_model_names
-
-            faces = ", ".join(face_model_names())
-            raise GleanError(f"{what}, not a face model: whole photos need a model of aligned face crops "
-                             f"({faces}), or face_model=True for your own")
+        ``options`` go to FaceEnhancer. :class:`~.policy.Refusal` unless this is a face model."""
+        face_model_verdict(self.facts, vouched=self.face_model).refuse()
         from .faces import FaceEnhancer
 
         return FaceEnhancer(self.sr_arrays, self.in_size, self.out_size, **options)
@@ -281,7 +236,7 @@ def _capability(device) -> tuple[int, int] | None:
 
 
 def _label(image) -> str:
-    return str(image) if isinstance(image, (str, os.PathLike)) else "image"
+    return str(image) if isinstance(image, (str, os.PathLike)) else "the image"
 
 
 def _resolve(model, download: bool):
@@ -290,7 +245,7 @@ def _resolve(model, download: bool):
     from ..models.glean import GLEANStyleGANv2
 
     if isinstance(model, GLEANStyleGANv2):
-        return model, None, "model"
+        return model, None, "the model"
     name = str(model)
     entry = zoo.ZOO.get(name)
     return zoo.load_model(name, download=download), entry, name if entry else Path(name).name

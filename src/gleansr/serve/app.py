@@ -30,8 +30,9 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import GleanError
+from ..pipeline.policy import face_model_verdict
 from . import uploads
-from .catalog import ModelInfo, default_model, face_model_names, find_model, model_catalog, precisions
+from .catalog import ModelInfo, default_model, facts, find_model, model_catalog, precisions
 from .config import ServeConfig
 from .engine import Engine, Job, QueueFull
 from .errors import ApiError, api_error
@@ -141,7 +142,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/v1/models", summary="The models this server offers")
     async def models():
         catalog = model_catalog()
-        return {"default": config.default_model or default_model(catalog), "precisions": list(precisions()),
+        return {"default": config.default_model or default_model(), "precisions": list(precisions()),
                 "models": [m.to_json() for m in catalog.values()]}
 
     @app.post("/v1/upscale", summary="Super-resolve one image; answers image/png", response_class=Response,
@@ -211,7 +212,7 @@ async def _parse(request: Request, config: ServeConfig, params: dict) -> _Ask:
             raise api_error("bad_request", "the multipart upload has no file part (name it 'image')")
         params = {**params, **{k: v for k, v in fields.items() if k in params}}
     catalog = model_catalog()
-    name = params["model"] or config.default_model or default_model(catalog)
+    name = params["model"] or config.default_model or default_model()
     if not name:
         raise api_error("model_unavailable", "no model is installed; GET /v1/models lists what can be downloaded")
     try:
@@ -238,9 +239,9 @@ def _photo_scale(params: dict, info: ModelInfo) -> int | None:
             raise api_error("bad_parameter", f"scale: {info.name} upscales by {info.scale}; "
                                               "other scales need faces=true and a face model")
         return None
-    if not info.face_model:
-        raise api_error("not_a_face_model", f"faces=true takes face models only, and {info.name} is a {info.domain} "
-                                            f"model ({info.input_kind}); use one of: {', '.join(face_model_names())}")
+    verdict = face_model_verdict(facts(info))
+    if not verdict.ok:
+        raise api_error(verdict.code, verdict.sentence)
     if not _faces_installed():
         raise api_error("faces_unavailable", "faces=true needs face detection (dlib), which is not installed on "
                                              "this server: pip install 'gleansr[faces]'")

@@ -49,16 +49,23 @@ def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
                      "this server offers")
 
 
-def default_model(catalog: dict[str, ModelInfo]) -> str | None:
-    """The first model whose weights are installed (the bundled one on a fresh install)."""
-    return next((m.name for m in catalog.values() if m.present), None)
+def default_model() -> str | None:
+    """The model used when a request names none: the library's one default (the first bundled
+    model), None when it is not installed."""
+    from ..errors import GleanError
+    from ..zoo import default_model as zoo_default
+
+    try:
+        return zoo_default().name
+    except GleanError:
+        return None
 
 
-def face_model_names() -> list[str]:
-    """The zoo's face models, named in the refusal of faces=true with another model."""
-    from ..zoo import face_model_names as names
+def facts(info: ModelInfo):
+    """The input policy's view of a catalogue model (:mod:`gleansr.pipeline.policy`)."""
+    from ..pipeline.policy import ModelFacts
 
-    return names()
+    return ModelFacts(info.name, info.in_size, info.domain, info.input_kind, info.face_model)
 
 
 def precisions() -> tuple[str, ...]:

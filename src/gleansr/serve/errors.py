@@ -22,7 +22,8 @@ CODES = {
     "bad_parameter": 400, "empty_upload": 400, "invalid_image": 400, "bad_request": 400,
     "not_found": 404, "unknown_model": 404, "method_not_allowed": 405,
     "model_unavailable": 409, "upload_too_large": 413, "too_many_pixels": 413,
-    "not_an_image": 415, "input_too_large": 422, "input_rejected": 422, "not_a_face_model": 422,
+    "not_an_image": 415, "input_too_large": 422, "not_exact_size": 422, "resize_too_large": 422,
+    "input_rejected": 422, "not_a_face_model": 422, "face_model_unknown": 422,
     "internal_error": 500, "faces_unavailable": 501,
     "queue_full": 503, "timeout": 504,
 }

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..pipeline.images import LoadedImage, encode_image, load_image
-from .catalog import ModelInfo
+from .catalog import ModelInfo, facts
 from .errors import api_error
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -131,14 +131,13 @@ def decode_upload(data: bytes, name: str, max_pixels: int, root: Path) -> Loaded
 
 
 def check_size(image: LoadedImage, name: str, model: ModelInfo, resize: bool) -> None:
-    """Refuse an input larger than the model's input unless asked to shrink it (422)."""
+    """The input policy's verdict for this upload (the CLI's sentence); 422 when it refuses."""
+    from ..pipeline.policy import Resize, size_verdict
+
     height, width = image.rgb.shape[:2]
-    if resize or (width <= model.in_size and height <= model.in_size):
-        return
-    raise api_error("input_too_large", (
-        f"{name} is {width}x{height}, larger than the {model.in_size}x{model.in_size} input of {model.name} "
-        f"({model.domain}: {model.input_kind}); GLEAN restores tiny images of one kind and shrinking this one "
-        "would throw most of it away: pick a model that fits (GET /v1/models) or pass resize=true to shrink it anyway"))
+    verdict = size_verdict(width, height, facts(model), Resize.ANY if resize else Resize.UP, name=name)
+    if not verdict.ok:
+        raise api_error(verdict.code, verdict.sentence)
 
 
 def to_array(image: LoadedImage) -> np.ndarray:

@@ -13,7 +13,6 @@ whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -23,6 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..errors import GleanError
+from ..hardware import resolve_device, torchrun_place
 
 
 @dataclass(frozen=True)
@@ -43,32 +43,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise GleanError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the ``torchrun`` process group if ``WORLD_SIZE > 1``; pick this process's device.
 
     ``device``: "auto" (``cuda:LOCAL_RANK`` if CUDA is available, else CPU), "cpu" or "cuda".
     """
-    rank, local_rank, world = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE", 1)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise GleanError("--device cuda was asked for but CUDA is not available")
+    rank, local_rank, world = torchrun_place()
+    dev = resolve_device(device, local_rank=local_rank)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise GleanError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible")
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         # Long timeout: rank 0 validates and saves while the others wait at the next collective.
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
