@@ -408,7 +408,7 @@ def _fetch(source: WeightsSource, part: Path, progress: bool, limits: DownloadLi
                 elapsed = time.monotonic() - window_start
                 if elapsed >= limits.rate_window_s:
                     if window_bytes < limits.min_bytes_per_s * elapsed:
-                        raise _Ended(f"was too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.0f} s, "
+                        raise _Ended(f"was too slow: {window_bytes / elapsed:,.0f} bytes/s over {elapsed:.1f} s, "
                                      f"the least accepted is {limits.min_bytes_per_s:,.0f}")
                     window_start, window_bytes = time.monotonic(), 0
             handle.flush()

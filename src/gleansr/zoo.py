@@ -3,8 +3,9 @@
 A :class:`ModelEntry` says what the model is (GLEAN configuration, sizes), where its weights come
 from (a :class:`~gleansr.hub.WeightsSource`: a URL with the SHA-256 prefix OpenMMLab puts in file
 names, or a file in ``gleansr/assets``), what it restores (domain, input kind, whether it is a
-face model), how well (the metrics reported on its test set), under which licence, and how it was trained (:class:`TrainingRecipe`, used by
-``gleansr train <name>``). Adding a model is one declaration here and its manifest test.
+face model), how well (the metrics reported on its test set), under which licence, and how it
+was trained (:class:`TrainingRecipe`, used by ``gleansr train <name>``). Adding a model is one
+declaration here and its manifest test.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
-from .errors import GleanError
+from .errors import GleanError, WeightsError
 from .glean_config import GLEANConfig
-from .hub import WeightsSource, sha256_prefix_from_name
+from .hub import WeightsSource, cache_dir, cache_state, resolve_weights, sha256_prefix_from_name
 
 if TYPE_CHECKING:  # the zoo reads no tensors: torch is imported only to build a model
     from .models.glean import GLEANStyleGANv2
@@ -28,7 +29,8 @@ MMGEN_BASE = "https://download.openmmlab.com/mmgen/stylegan2/official_weights/"
 
 
 def _openmmlab(base: str, filename: str) -> WeightsSource:
-    """OpenMMLab names end in ``-<first 8 hex digits of the SHA-256>.pth``; no full hash or size is published."""
+    """OpenMMLab names end in ``-<first 8 hex digits of the SHA-256>.pth``; no full hash or size is published
+    (shared/reference has none either), so the first verified copy's hash is recorded (see gleansr.hub)."""
     return WeightsSource(filename, base + filename, sha256_prefix_from_name(filename))
 
 
@@ -168,18 +170,15 @@ def weights_file(entry_or_source: ModelEntry | WeightsSource | str, download: bo
     if source.bundled:
         path = ASSETS / source.filename
         if not path.is_file():
-            raise GleanError(f"the bundled weights {source.filename} are not installed (expected {path}); "
-                             "build them with scripts/train_glyph_model.sh")
+            raise WeightsError(f"the bundled weights {source.filename} are not installed (expected {path}); "
+                               "build them with scripts/train_glyph_model.sh",
+                               f"the bundled weights {source.filename} are not installed on this server")
         return path
-    from .hub import resolve_weights
-
     return resolve_weights(source, download_ok=download)
 
 
 def is_present(entry: ModelEntry) -> bool:
     """Whether the weights are on this machine (bundled or cached), without downloading or verifying."""
-    from .hub import cache_dir
-
     folder = ASSETS if entry.weights.bundled else cache_dir()
     return (folder / entry.weights.filename).is_file()
 
@@ -192,8 +191,6 @@ def weights_status(entry: ModelEntry, verify: bool = False) -> str:
     """
     if entry.weights.bundled:
         return "bundled" if is_present(entry) else "not built (scripts/train_glyph_model.sh)"
-    from .hub import cache_state
-
     return cache_state(entry.weights, verify).value
 
 
