@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -359,3 +360,87 @@ def test_models_command_says_what_the_cache_holds(home):
     assert rows["glean_glyphs_8x"].endswith("bundled")
     assert models("--verify")["glean_cat_8x"].endswith("corrupt")
     assert models()["glean_cat_8x"].endswith("corrupt")  # recorded: no hashing needed to know
+
+
+# --- HTTPS for real: a self-signed server, trusted only when the test says so, and a CONNECT proxy
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    done = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                           "-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
+                           "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return folder / "cert.pem", folder / "key.pem"
+
+
+@pytest.fixture
+def tls_server(certificate, monkeypatch):
+    import ssl
+
+    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", hub.ALLOW_HTTP_LOOPBACK):
+        monkeypatch.delenv(name, raising=False)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.stop, httpd.blob = threading.Event(), b""
+    httpd.base = f"https://localhost:{httpd.server_port}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_https_download_checks_the_certificate(tls_server, certificate, tmp_path, monkeypatch):
+    dest = tmp_path / NAME
+    with pytest.raises(WeightsError, match="cannot download https://localhost.*CERTIFICATE_VERIFY_FAILED"):
+        hub.download(source(tls_server, "good"), dest, limits=LOOSE)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # now this machine trusts the test server
+    assert hub.download(source(tls_server, "good"), dest, limits=LOOSE).read_bytes() == GOOD
+
+
+def test_https_goes_through_the_environments_proxy(tls_server, certificate, tmp_path, monkeypatch):
+    import socketserver
+
+    tunnels = []
+
+    class Connect(socketserver.StreamRequestHandler):
+        def handle(self):
+            request = self.rfile.readline().decode()
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            host, port = request.split()[1].rsplit(":", 1)
+            tunnels.append(request.split()[1])
+            upstream = socket.create_connection((host, int(port)), timeout=5)
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            pump = threading.Thread(target=self.pipe, args=(upstream, self.connection), daemon=True)
+            pump.start()
+            self.pipe(self.connection, upstream)
+            pump.join(5)
+            upstream.close()
+
+        @staticmethod
+        def pipe(source_sock, target):
+            try:
+                while data := source_sock.recv(65536):
+                    target.sendall(data)
+                target.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Connect)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+        assert hub.download(source(tls_server, "good"), tmp_path / NAME, limits=LOOSE).read_bytes() == GOOD
+        assert tunnels == [f"localhost:{tls_server.server_port}"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -24,6 +24,7 @@ ended and its ``.part`` deleted: its bytes are worth nothing.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -259,7 +260,7 @@ class _Watchdog:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
-        self._sock: socket.socket | None = None
+        self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
@@ -276,8 +277,9 @@ class _Watchdog:
         self._timer.cancel()
 
     def watch(self, conn: http.client.HTTPConnection) -> None:
+        """Watch ``conn`` (before it connects: its socket is read when the deadline passes)."""
         with self._lock:
-            self._sock = conn.sock
+            self._conn = conn
             if self.expired:
                 self._shut()
 
@@ -287,9 +289,10 @@ class _Watchdog:
             self._shut()
 
     def _shut(self) -> None:
-        if self._sock is not None:
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
             try:  # the plain socket's shutdown, also under TLS: the reader sees the end at once
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -314,6 +317,28 @@ def _checked_url(url: str) -> urllib.parse.SplitResult:
                        "the server is configured with a weights URL that is not https")
 
 
+def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+    """A connection to ``parts``' host, through the ``https_proxy`` of the environment if one applies
+    (a CONNECT tunnel: TLS and its certificate check still run end to end with the host)."""
+    import http.client
+    import urllib.request
+
+    https = parts.scheme == "https"
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not (https and proxy) or urllib.request.proxy_bypass(parts.hostname or ""):
+        return kind(parts.hostname, parts.port, timeout=timeout)
+    via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    headers = {}
+    if via.username:
+        token = base64.b64encode(f"{urllib.parse.unquote(via.username)}:{urllib.parse.unquote(via.password or '')}"
+                                 .encode()).decode()
+        headers["Proxy-Authorization"] = f"Basic {token}"
+    conn = kind(via.hostname, via.port or 8080, timeout=timeout)
+    conn.set_tunnel(parts.hostname, parts.port or 443, headers=headers)
+    return conn
+
+
 def _get(url: str, offset: int, limits: DownloadLimits,
          watchdog: _Watchdog) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """GET ``url`` from byte ``offset``, following redirects (each one checked like ``url``)."""
@@ -323,10 +348,11 @@ def _get(url: str, offset: int, limits: DownloadLimits,
 
     for _ in range(_MAX_REDIRECTS + 1):
         parts = _checked_url(url)
-        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = kind(parts.hostname, parts.port, timeout=limits.read_timeout_s)
-        conn.connect()
+        conn = _connection(parts, limits.read_timeout_s)
         watchdog.watch(conn)
+        conn.connect()
+        if watchdog.expired:  # it passed while connecting, before there was a socket to shut
+            raise TimeoutError("deadline")
         headers = {"User-Agent": f"gleansr/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
