@@ -100,12 +100,13 @@ class Misbehaving(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv(hub.ALLOW_HTTP_LOOPBACK, "1")
+def serving(base: str, wrap=None):
+    """A Misbehaving server on 127.0.0.1 (its socket wrapped by ``wrap``, e.g. TLS), until the test ends."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    if wrap is not None:
+        httpd.socket = wrap(httpd.socket)
     httpd.stop, httpd.blob = threading.Event(), b""
-    httpd.base = f"http://127.0.0.1:{httpd.server_port}"
+    httpd.base = f"{base}:{httpd.server_port}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield httpd
@@ -113,6 +114,12 @@ def server(monkeypatch):
     httpd.shutdown()
     httpd.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv(hub.ALLOW_HTTP_LOOPBACK, "1")
+    yield from serving("http://127.0.0.1")
 
 
 @pytest.fixture
@@ -383,17 +390,7 @@ def tls_server(certificate, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    httpd.stop, httpd.blob = threading.Event(), b""
-    httpd.base = f"https://localhost:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.stop.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    yield from serving("https://localhost", lambda sock: context.wrap_socket(sock, server_side=True))
 
 
 def test_https_download_checks_the_certificate(tls_server, certificate, tmp_path, monkeypatch):
