@@ -9,7 +9,7 @@ import platformdirs
 import pytest
 
 from gleansr import hub
-from gleansr.errors import GleanError, WeightsError
+from gleansr.errors import GleanError
 
 PAYLOAD = bytes(range(256)) * 800 + b"tail"  # 204,804 bytes
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
