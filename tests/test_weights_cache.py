@@ -333,6 +333,11 @@ def test_zoo_refuses_random_weights_saved_under_a_release_name(home):
     with pytest.raises(WeightsError, match=f"the cached weights file {home / release} is corrupt.*--download"):
         zoo.weights_file("glean_cat_8x")
     assert zoo.weights_status(zoo.ZOO["glean_cat_8x"]) == "corrupt"
+    from gleansr.pipeline.upscaler import Upscaler
+
+    with pytest.raises(WeightsError) as info:  # what `serve` meets: a WeightsError, its public sentence path-free
+        Upscaler("glean_cat_8x", device="cpu")
+    assert release in info.value.public and str(home) not in info.value.public
 
 
 def test_upscale_with_a_corrupt_release_is_one_line(home, tmp_path, capsys):
