@@ -50,6 +50,16 @@ class WeightsHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def loopback_http(monkeypatch):
+    """The test servers speak plain HTTP on 127.0.0.1: the one place downloads may skip HTTPS."""
+    monkeypatch.setenv(hub.ALLOW_HTTP_LOOPBACK, "1")
+
+
+def source(url, prefix=PREFIX, **declared):
+    return hub.WeightsSource(url.rsplit("/", 1)[1], url, prefix, **declared)
+
+
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), WeightsHandler)
@@ -69,26 +79,26 @@ def files_in(folder):
 
 def test_full_download_is_verified_and_renamed(server, tmp_path):
     dest = tmp_path / "cache" / NAME
-    assert hub.download(server.url, dest, PREFIX, progress=False) == dest
+    assert hub.download(source(server.url), dest, progress=False) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert files_in(dest.parent) == [NAME]
+    assert files_in(dest.parent) == [NAME, f"{NAME}.verified"]  # the file and its record
     assert server.ranges == [None]
 
 
 def test_partial_file_is_resumed_with_a_range_request(server, tmp_path):
     dest = tmp_path / NAME
     Path(f"{dest}.part").write_bytes(PAYLOAD[:1000])
-    hub.download(server.url, dest, PREFIX)
+    hub.download(source(server.url), dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges == ["bytes=1000-"]
-    assert files_in(tmp_path) == [NAME]
+    assert files_in(tmp_path) == [NAME, f"{NAME}.verified"]
 
 
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.honour_range = False
     dest = tmp_path / NAME
     Path(f"{dest}.part").write_bytes(b"junk that must not stay in front" * 10)
-    hub.download(server.url, dest, PREFIX)
+    hub.download(source(server.url), dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges == ["bytes=320-"]
 
@@ -96,7 +106,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
 def test_partial_file_longer_than_the_server_file_restarts(server, tmp_path):
     dest = tmp_path / NAME
     Path(f"{dest}.part").write_bytes(PAYLOAD + b"extra")
-    hub.download(server.url, dest, PREFIX)
+    hub.download(source(server.url), dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges == [f"bytes={len(PAYLOAD) + 5}-", None]
 
@@ -104,7 +114,7 @@ def test_partial_file_longer_than_the_server_file_restarts(server, tmp_path):
 def test_wrong_hash_deletes_the_download(server, tmp_path):
     dest = tmp_path / NAME
     with pytest.raises(GleanError, match=f"SHA-256 starts with {PREFIX}, expected deadbeef"):
-        hub.download(server.url, dest, "DEADBEEF")
+        hub.download(source(server.url, "DEADBEEF"), dest)
     assert files_in(tmp_path) == []
 
 
@@ -112,9 +122,9 @@ def test_corrupt_partial_file_fails_the_check_then_a_retry_succeeds(server, tmp_
     dest = tmp_path / NAME
     Path(f"{dest}.part").write_bytes(b"\xff" * 500)
     with pytest.raises(GleanError, match="corrupt.*expected " + PREFIX):
-        hub.download(server.url, dest, PREFIX)
+        hub.download(source(server.url), dest)
     assert files_in(tmp_path) == []
-    hub.download(server.url, dest, PREFIX)
+    hub.download(source(server.url), dest)
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -122,9 +132,9 @@ def test_truncated_transfer_errors_then_resumes(server, tmp_path):
     server.cut_after = 5000
     dest = tmp_path / NAME
     with pytest.raises(GleanError, match=f"stopped {len(PAYLOAD) - 5000} bytes short.*run again"):
-        hub.download(server.url, dest, PREFIX)
+        hub.download(source(server.url), dest)
     assert files_in(tmp_path) == [f"{NAME}.part"]  # the resume point, never a weights file
-    hub.download(server.url, dest, PREFIX)
+    hub.download(source(server.url), dest)
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges == [None, "bytes=5000-"]
 
@@ -139,7 +149,7 @@ def test_unreachable_host_says_what_to_fetch_and_where_to_put_it(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/weights/{NAME}"
     dest = tmp_path / "cache" / NAME
     with pytest.raises(GleanError) as info:
-        hub.download(url, dest, PREFIX, timeout=5)
+        hub.download(source(url), dest, limits=hub.DownloadLimits(read_timeout_s=5))
     message = str(info.value)
     assert f"fetch {url} yourself and save it as {dest}" in message and "\n" not in message
     assert not dest.exists()
@@ -148,7 +158,7 @@ def test_unreachable_host_says_what_to_fetch_and_where_to_put_it(tmp_path):
 def test_http_error_names_the_url(server, tmp_path):
     url = server.url.replace(NAME, "missing.pth")
     with pytest.raises(GleanError, match=f"cannot download {re.escape(url)} .*Not Found"):
-        hub.download(url, tmp_path / "missing.pth")
+        hub.download(source(url), tmp_path / "missing.pth")
 
 
 def test_cache_dir_honours_gleansr_home(tmp_path, monkeypatch):
@@ -162,17 +172,17 @@ def test_resolve_weights_prefers_explicit_then_cache_then_download(server, tmp_p
     monkeypatch.setenv("GLEANSR_HOME", str(tmp_path / "home"))
     cached = tmp_path / "home" / "weights" / NAME
     with pytest.raises(GleanError, match=f"not in the weights cache.*save it as {cached}"):
-        hub.resolve_weights(NAME, server.url, PREFIX, download_ok=False)
-    assert hub.resolve_weights(NAME, server.url, PREFIX) == cached
+        hub.resolve_weights(source(server.url), download_ok=False)
+    assert hub.resolve_weights(source(server.url)) == cached
     assert cached.read_bytes() == PAYLOAD and len(server.ranges) == 1
-    assert hub.resolve_weights(NAME, server.url, PREFIX) == cached
+    assert hub.resolve_weights(source(server.url)) == cached
     assert len(server.ranges) == 1  # served from the cache
 
     own = tmp_path / "mine.pth"
     own.write_bytes(b"user weights")
-    assert hub.resolve_weights(NAME, server.url, PREFIX, weights=str(own)) == own
+    assert hub.resolve_weights(source(server.url), weights=str(own)) == own
     with pytest.raises(GleanError, match="weights file .*nope.pth does not exist"):
-        hub.resolve_weights(NAME, server.url, PREFIX, weights=tmp_path / "nope.pth")
+        hub.resolve_weights(source(server.url), weights=tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize(

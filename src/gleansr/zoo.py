@@ -1,10 +1,11 @@
 """The model zoo: one declaration per model, read by every part of gleansr.
 
 A :class:`ModelEntry` says what the model is (GLEAN configuration, sizes), where its weights come
-from (a URL with the SHA-256 prefix OpenMMLab puts in file names, or a file in ``gleansr/assets``),
-what it restores (domain, input kind, whether it is a face model), how well (the metrics reported
-on its test set), under which licence, and how it was trained (:class:`TrainingRecipe`, used by
-``gleansr train <name>``). Adding a model is one declaration here and its manifest test.
+from (a :class:`~gleansr.hub.WeightsSource`: a URL with the SHA-256 prefix OpenMMLab puts in file
+names, or a file in ``gleansr/assets``), what it restores (domain, input kind, whether it is a
+face model), how well (the metrics reported on its test set), under which licence, and how it
+was trained (:class:`TrainingRecipe`, used by ``gleansr train <name>``). Adding a model is one
+declaration here and its manifest test.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
-from .errors import GleanError
+from .errors import GleanError, WeightsError
 from .glean_config import GLEANConfig
+from .hub import WeightsSource, cache_dir, cache_state, resolve_weights, sha256_prefix_from_name
 
 if TYPE_CHECKING:  # the zoo reads no tensors: torch is imported only to build a model
     from .models.glean import GLEANStyleGANv2
@@ -23,25 +25,13 @@ if TYPE_CHECKING:  # the zoo reads no tensors: torch is imported only to build a
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES = ASSETS / "samples"  # lr/<name>.png (in_size) and hr/<name>.png (out_size), held-out fonts
 MMEDIT_BASE = "https://download.openmmlab.com/mmediting/restorers/glean/"
-MMGEN_BASE = "http://download.openmmlab.com/mmgen/stylegan2/official_weights/"
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """One downloadable (``url``) or bundled (``url=None``: in ``gleansr/assets``) weights file."""
-
-    filename: str
-    url: str | None = None
-    sha256_prefix: str | None = None
-
-    @property
-    def bundled(self) -> bool:
-        return self.url is None
+MMGEN_BASE = "https://download.openmmlab.com/mmgen/stylegan2/official_weights/"
 
 
 def _openmmlab(base: str, filename: str) -> WeightsSource:
-    """OpenMMLab names end in ``-<first 8 hex digits of the SHA-256>.pth``."""
-    return WeightsSource(filename, base + filename, filename.rsplit("-", 1)[1].split(".")[0])
+    """OpenMMLab names end in ``-<first 8 hex digits of the SHA-256>.pth``; no full hash or size is published
+    (shared/reference has none either), so the first verified copy's hash is recorded (see gleansr.hub)."""
+    return WeightsSource(filename, base + filename, sha256_prefix_from_name(filename))
 
 
 @dataclass(frozen=True)
@@ -180,20 +170,28 @@ def weights_file(entry_or_source: ModelEntry | WeightsSource | str, download: bo
     if source.bundled:
         path = ASSETS / source.filename
         if not path.is_file():
-            raise GleanError(f"the bundled weights {source.filename} are not installed (expected {path}); "
-                             "build them with scripts/train_glyph_model.sh")
+            raise WeightsError(f"the bundled weights {source.filename} are not installed (expected {path}); "
+                               "build them with scripts/train_glyph_model.sh",
+                               f"the bundled weights {source.filename} are not installed on this server")
         return path
-    from .hub import resolve_weights
-
-    return resolve_weights(source.filename, source.url, source.sha256_prefix, download_ok=download)
+    return resolve_weights(source, download_ok=download)
 
 
 def is_present(entry: ModelEntry) -> bool:
-    """Whether the weights are on this machine (bundled or cached), without downloading."""
-    from .hub import cache_dir
-
+    """Whether the weights are on this machine (bundled or cached), without downloading or verifying."""
     folder = ASSETS if entry.weights.bundled else cache_dir()
     return (folder / entry.weights.filename).is_file()
+
+
+def weights_status(entry: ModelEntry, verify: bool = False) -> str:
+    """The state of a model's weights in words: "bundled", or the cache's :class:`~gleansr.hub.CacheState`
+    ("present, verified", "present, not verified", "corrupt", "missing").
+
+    ``verify=True`` hashes a cached file not verified yet (once: the result is recorded).
+    """
+    if entry.weights.bundled:
+        return "bundled" if is_present(entry) else "not built (scripts/train_glyph_model.sh)"
+    return cache_state(entry.weights, verify).value
 
 
 WeightsArg = Union[str, "os.PathLike[str]", None]

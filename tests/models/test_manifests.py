@@ -40,7 +40,8 @@ def test_preset_declaration_matches_manifest_and_runs(name):
     m, p = manifest(name), ZOO[name]
     assert p.config.to_dict() == {**m["generator_kwargs"], "channel_max": 512, "latent_bank": True}  # extensions at upstream values
     assert p.weights.url == m["release_checkpoint"]
-    assert p.recipe.bank.url == m["stylegan2_init_checkpoint"]
+    # the reference gives the bank's plain-http address; the same file is fetched over https (#23)
+    assert p.recipe.bank.url == m["stylegan2_init_checkpoint"].replace("http://", "https://", 1)
     assert p.psnr == m["reported_psnr_rgb"]
     assert p.scale == m["scale"]
     assert p.weights.sha256_prefix == p.weights.url.rsplit("-", 1)[1][:8]

@@ -76,6 +76,7 @@ def bank_server():
 
 def _use_bank_url(monkeypatch, url):
     """Every preset's recipe with its bank at ``url`` (the real one is on download.openmmlab.com)."""
+    monkeypatch.setenv("GLEANSR_ALLOW_HTTP_LOOPBACK", "1")  # the test server is plain HTTP on 127.0.0.1
     source = zoo.WeightsSource(url.rsplit("/", 1)[1], url, url.rsplit("-", 1)[1].split(".")[0])
     for name, entry in list(zoo.ZOO.items()):
         if entry.recipe is not None:
