@@ -59,4 +59,4 @@ def test_wrong_hr_size_is_a_clear_error(setup, capsys):
     tmp, weights, hr_dir, _ = setup
     Image.fromarray(data.astronaut()[:40, :40]).save(hr_dir / "c.png")
     assert main(["eval", str(hr_dir), "--weights", weights]) == 2
-    assert "c.png is 40x40; this model's HR size is 32x32" in capsys.readouterr().err
+    assert "c.png is 40x40, and evaluating tiny.safetensors needs HR images of exactly 32x32" in capsys.readouterr().err

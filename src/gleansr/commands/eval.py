@@ -39,24 +39,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true")
 
 
-def _read_hr(path: Path, size: int):
-    from ..errors import GleanError
+def _read_hr(path: Path, up):
+    """An HR image, held to the policy's reference size for ``up``'s model."""
     from ..pipeline.images import read_rgb_uint8
+    from ..pipeline.policy import reference_verdict
 
     hr = read_rgb_uint8(path)
-    if hr.shape[:2] != (size, size):
-        raise GleanError(f"{path} is {hr.shape[1]}x{hr.shape[0]}; this model's HR size is {size}x{size}")
+    reference_verdict(hr.shape[1], hr.shape[0], up.facts, up.out_size, name=str(path)).refuse()
     return hr
 
 
-def _read_lr(hr_path: Path, lr_dir: Path):
+def _read_lr(hr_path: Path, lr_dir: Path, up):
+    """The LR image given for ``hr_path`` (same stem), held to the model's exact input size."""
     from ..errors import GleanError
     from ..pipeline.images import read_rgb_uint8
+    from ..pipeline.policy import Resize, size_verdict
 
     matches = sorted(p for p in lr_dir.rglob(hr_path.stem + ".*") if p.is_file())
     if not matches:
         raise GleanError(f"no LR image for {hr_path.name} in {lr_dir}")
-    return read_rgb_uint8(matches[0])
+    lr = read_rgb_uint8(matches[0])
+    verdict = size_verdict(lr.shape[1], lr.shape[0], up.facts, Resize.EXACT, name=str(matches[0]))
+    verdict.refuse()
+    return lr
 
 
 def _perceptual(args: argparse.Namespace, device):
@@ -130,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     lr_dir = Path(args.lr) if args.lr else None
     report = evaluate(
         up.sr_uint8,
-        (_read_hr(item.path, up.out_size) for item in items),
-        lr_images=None if lr_dir is None else (_read_lr(item.path, lr_dir) for item in items),
+        (_read_hr(item.path, up) for item in items),
+        lr_images=None if lr_dir is None else (_read_lr(item.path, lr_dir, up) for item in items),
         scale=up.scale, crop_border=args.crop_border, lpips=lpips, fid=fid,
         names=[item.path.name for item in items], batch_size=args.batch_size, each=save,
     )

@@ -112,6 +112,15 @@ def size_verdict(width: int, height: int, model: ModelFacts, resize: Resize | st
     return Verdict("ok", crop=width != height, resize=side != size)
 
 
+def reference_verdict(width: int, height: int, model: ModelFacts, out_size: int, *, name: str = "the image") -> Verdict:
+    """Evaluation compares the model's output with a ground truth of exactly ``out_size``: anything
+    else is refused (``gleansr eval`` makes the LR from it, or reads an LR of exactly ``in_size``)."""
+    if (width, height) == (out_size, out_size):
+        return Verdict("ok")
+    return Verdict("not_reference_size", f"{name} is {width}x{height}, and evaluating {model.label} needs HR "
+                                         f"images of exactly {out_size}x{out_size} (its output size)")
+
+
 def _too_large(name: str, width: int, height: int, model: ModelFacts) -> str:
     size = model.in_size
     faces = "; for whole photos of faces use faces mode" if model.face_model else ""
