@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,33 @@ def test_the_probe_does_not_import_torch():
     code = "import sys, gleansr.hardware as h; h.choose_precision('cpu'); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the answer on a machine without CUDA")
+def test_one_device_rule_and_one_sentence_for_every_command(tmp_path, capsys, monkeypatch):
+    """upscale, eval, bank sample and training all ask hardware.resolve_device: one sentence."""
+    import torch
+
+    from gleansr.cli import main
+    from gleansr.errors import GleanError
+    from gleansr.hardware import resolve_device, torchrun_place
+    from gleansr.train.distributed import init_distributed
+
+    with pytest.raises(GleanError) as err:
+        resolve_device("cuda")
+    sentence = str(err.value)
+    assert "no CUDA device" in sentence and resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(GleanError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(GleanError) as err:
+        init_distributed("cuda")
+    assert str(err.value) == sentence
+    image = tmp_path / "a.png"
+    image.write_bytes(next((Path(__file__).parents[1] / "src/gleansr/assets/samples/lr").glob("*.png")).read_bytes())
+    for argv in (["upscale", str(image), "--device", "cuda"], ["eval", str(tmp_path), "--device", "cuda",
+                                                               "--model", "glean_glyphs_8x"]):
+        assert main(argv) == 2
+        assert f"error: {sentence}" in capsys.readouterr().err, argv
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(GleanError, match="WORLD_SIZE='two' is not an integer"):
+        torchrun_place()

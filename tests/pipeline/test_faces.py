@@ -334,11 +334,13 @@ def test_debug_drawing_and_saved_crops(tmp_path, group):
 
 def test_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)
-    with pytest.raises(GleanError, match=r"^face support needs: pip install 'gleansr\[faces\]'$"):
+    with pytest.raises(GleanError, match=r"^face detection \(dlib and its landmark models\) is not installed here: pip install 'gleansr\[faces\]'$"):
         face_detect.FaceDetector()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(GleanError, match=r"^face support needs: pip install 'gleansr\[faces\]'$"):
+    with pytest.raises(GleanError, match=r"^face detection \(dlib and its landmark models\) is not installed here: pip install 'gleansr\[faces\]'$"):
         face_detect.model_file("shape_predictor_5_face_landmarks.dat")
+    with pytest.raises(GleanError, match=r"^face detection .* is not installed here"):
+        face_detect.check_installed()
 
 
 def test_bad_choices_are_user_errors():

@@ -24,7 +24,7 @@ def test_photo_with_and_without_faces(tmp_path, capsys):
     args = ["upscale", str(tmp_path / "astro.png"), str(tmp_path / "coffee.png"), "-o", str(tmp_path / "out"),
             "--weights", str(weights), "--faces", "--scale", "2", "--draw-boxes", "--face-landmarks", "5"]
     assert main(args) == 2  # a file is a face model only when the user says so
-    assert "cannot tell whether it is a face model; if it was trained on aligned" in capsys.readouterr().err
+    assert "face.safetensors is a face model; if it was trained on aligned" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     rc = main(args + ["--face-model-ok"])
     err = capsys.readouterr().err
@@ -52,7 +52,7 @@ def test_upscale_photo_is_the_library_face_path(tmp_path):
     torch.manual_seed(0)
     g = GLEANStyleGANv2(in_size=16, out_size=64, rrdb_channels=8, num_rrdbs=1, style_channels=16, num_mlps=2,
                         channel_max=16)
-    with pytest.raises(GleanError, match="not a face model"):
+    with pytest.raises(GleanError, match="cannot tell whether the model is a face model"):
         Upscaler(g, device="cpu").upscale_photo(data.astronaut())
     up = Upscaler(g, device="cpu", face_model=True)
     result = up.upscale_photo(data.astronaut(), 2, landmarks="5")

@@ -66,7 +66,7 @@ def test_faces_and_scale_come_as_form_fields_too(face_client):
 def test_faces_true_with_another_model_is_refused_naming_the_face_models(face_client, sample):
     message = assert_error(face_client.post(f"/v1/upscale?model={MODEL}&faces=true", content=sample),
                            422, "not_a_face_model")
-    assert message.startswith(f"faces=true takes face models only, and {MODEL} is a glyphs model")
+    assert message.startswith(f"{MODEL} (glyphs: text glyphs") and "is not a face model" in message
     assert "glean_ffhq_16x" in message and "glean_in128out1024" in message
 
 
@@ -91,7 +91,7 @@ def test_the_pixel_limits_still_apply_to_whole_photos(face_client):
 
 
 def test_faces_without_the_faces_extra_is_one_sentence(face_client, monkeypatch):
-    monkeypatch.setattr(serve_app, "_faces_installed", lambda: False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # neither dlib nor its models
     message = assert_error(face_client.post(f"/v1/upscale?model={FACE}&faces=true", content=png_bytes(ASTRONAUT)),
                            501, "faces_unavailable")
     assert "pip install 'gleansr[faces]'" in message

@@ -102,6 +102,7 @@ def _source(args) -> tuple[object, object]:
 
 def _check_faces(args, entry) -> None:
     """--faces takes face models only (the policy's rule), asked before the model is loaded."""
+    from ..pipeline.face_detect import check_installed
     from ..pipeline.policy import face_model_verdict, model_facts
 
     if args.face_model_ok and not (args.faces and args.weights):
@@ -109,6 +110,7 @@ def _check_faces(args, entry) -> None:
     if args.faces:
         facts = model_facts(entry, name=str(args.weights), face_model=True if args.face_model_ok else None)
         face_model_verdict(facts).refuse()
+        check_installed()
 
 
 def _say(message: str) -> None:

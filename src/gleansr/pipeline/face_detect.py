@@ -34,7 +34,7 @@ from ..errors import GleanError
 from . import face_align as fa
 from .images import to_uint8
 
-INSTALL_HINT = "face support needs: pip install 'gleansr[faces]'"
+INSTALL_HINT = "face detection (dlib and its landmark models) is not installed here: pip install 'gleansr[faces]'"
 DETECTORS = ("dlib-hog", "dlib-cnn")
 LANDMARK_MODELS = {"68": "shape_predictor_68_face_landmarks.dat", "5": "shape_predictor_5_face_landmarks.dat"}
 LANDMARK_NOTES = {
@@ -44,6 +44,13 @@ LANDMARK_NOTES = {
 }
 CNN_MODEL = "mmod_human_face_detector.dat"
 CHECK_SIZE = 200  # aligned check crop: the face's box is then about 100 px, HOG's best size
+
+
+def check_installed() -> None:
+    """GleanError (the one install hint) unless face detection can run here, asked before any
+    photo is read or queued."""
+    if any(importlib.util.find_spec(name) is None for name in ("dlib", "face_recognition_models")):
+        raise GleanError(INSTALL_HINT)
 
 
 def _dlib() -> ModuleType:

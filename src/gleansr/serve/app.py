@@ -10,7 +10,6 @@ one private temporary folder.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import GleanError
+from ..pipeline.face_detect import check_installed as check_faces_installed
 from ..pipeline.policy import face_model_verdict
 from . import uploads
 from .catalog import ModelInfo, default_model, facts, find_model, model_catalog, precisions
@@ -242,15 +242,11 @@ def _photo_scale(params: dict, info: ModelInfo) -> int | None:
     verdict = face_model_verdict(facts(info))
     if not verdict.ok:
         raise api_error(verdict.code, verdict.sentence)
-    if not _faces_installed():
-        raise api_error("faces_unavailable", "faces=true needs face detection (dlib), which is not installed on "
-                                             "this server: pip install 'gleansr[faces]'")
+    try:
+        check_faces_installed()
+    except GleanError as exc:
+        raise api_error("faces_unavailable", str(exc)) from None
     return scale or info.scale
-
-
-def _faces_installed() -> bool:
-    """Whether face detection can run here (the ``faces`` extra), asked before a photo is queued."""
-    return all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models"))
 
 
 def _check_output(image, ask: _Ask, max_pixels: int) -> None:
