@@ -10,6 +10,7 @@ one private temporary folder.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import logging
 import shutil
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import GleanError
+from ..pipeline.images import LoadedImage, encode_image
 from ..pipeline.policy import face_model_verdict
 from . import uploads
 from .catalog import ModelInfo, default_model, facts, find_model, model_catalog, precisions
@@ -156,9 +158,10 @@ def _add_routes(app: FastAPI) -> None:
                       faces: str | None = Query(None, description="true: a whole photo, its faces restored by a "
                                                                   "face model, the rest bicubic"),
                       scale: str | None = Query(None, description="with faces: the photo's factor (default: "
-                                                                  "the model's)")):
+                                                                  "the model's)"),
+                      model_input: str | None = Query(None, description=_MODEL_INPUT_DOC)):
         return await _upscale(request, config, engine, {"model": model, "precision": precision, "resize": resize,
-                                                        "faces": faces, "scale": scale})
+                                                        "faces": faces, "scale": scale, "model_input": model_input})
 
 
 _ERROR_DOCS = {400: "bad parameter or unreadable image", 404: "unknown model", 409: "model weights not installed",
@@ -291,6 +294,7 @@ async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
 async def _upscale(request: Request, config: ServeConfig, engine: Engine, params: dict) -> Response:
     start = time.perf_counter()
     deadline = start + config.timeout_s
+    show_input = uploads.parse_bool("model_input", params["model_input"])
     ask = await _parse(request, config, params)
     name, info, root = ask.name, ask.info, request.app.state.temp_root
     image = await run_in_threadpool(uploads.decode_upload, ask.data, name, config.max_pixels, root)
@@ -323,7 +327,29 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     headers = _result_headers(info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
     if faces is not None:
         headers["X-Gleansr-Faces"] = str(faces)
+    elif show_input:
+        headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, image, info)
     return Response(png, media_type="image/png", headers=headers)
+
+
+_MODEL_INPUT_DOC = ("true: add the image the model saw (after crop and resize to its input) as a PNG data URI in the "
+                    "X-Gleansr-Model-Input header; not with faces=true")
+
+
+def _model_input_uri(image: LoadedImage, info: ModelInfo) -> str:
+    """The model's input for ``image`` as a ``data:image/png;base64,...`` URI (8-bit, no metadata),
+    so the page's *before* view shows what the model saw, not the upload. It is prepared by
+    ``Upscaler.prepare`` from the array the engine hands the model (:func:`uploads.to_array`),
+    with the two facts prepare reads: the model's input size and ``resize="any"`` (the loader's)."""
+    from types import SimpleNamespace
+
+    from ..pipeline.inmemory import to_loaded
+    from ..pipeline.upscaler import Upscaler
+
+    shape = SimpleNamespace(in_size=info.in_size, resize="any", entry=None)
+    seen = Upscaler.prepare(shape, to_loaded(uploads.to_array(image)))
+    png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=image.grayscale)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, marks: tuple) -> dict[str, str]:
