@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import urllib.parse
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,22 @@ def _default_loader(device: str):
     return load
 
 
+def _remembering(loader, built: weakref.WeakValueDictionary):
+    """``loader`` keeping a weak reference to each upscaler it builds, by (name, precision), so a
+    request can ask the very upscaler that ran it what the model saw (gone once the engine drops it)."""
+    def load(name: str, precision: str):
+        built[name, precision] = upscaler = loader(name, precision)
+        return upscaler
+    return load
+
+
 def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
     """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo) that
     resizes any input (``resize="any"``): the size check is the server's, per request."""
-    engine = Engine(loader or _default_loader(config.device), device=config.device, max_models=config.max_models,
-                    max_queue=config.max_queue, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000)
+    upscalers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # what the engine holds loaded
+    engine = Engine(_remembering(loader or _default_loader(config.device), upscalers), device=config.device,
+                    max_models=config.max_models, max_queue=config.max_queue, max_batch=config.max_batch,
+                    batch_wait_s=config.batch_wait_ms / 1000)
     temp_root = Path(tempfile.mkdtemp(prefix="gleansr-serve-"))  # mode 0700: this user's only
 
     @asynccontextmanager
@@ -78,6 +90,7 @@ def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
                   description="GLEAN super-resolution on this machine. Errors are JSON: "
                               '`{"error": {"code": "stable_code", "message": "one sentence"}}`.')
     app.state.config, app.state.engine, app.state.temp_root = config, engine, temp_root
+    app.state.upscalers = upscalers
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["*"])
@@ -328,7 +341,9 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     if faces is not None:
         headers["X-Gleansr-Faces"] = str(faces)
     elif show_input:
-        headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, image, info)
+        upscaler = request.app.state.upscalers.get((info.name, ask.precision))
+        if upscaler is not None:  # else unloaded since it ran (more models asked for than --max-models)
+            headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, image, upscaler, name)
     return Response(png, media_type="image/png", headers=headers)
 
 
@@ -336,18 +351,13 @@ _MODEL_INPUT_DOC = ("true: add the image the model saw (after crop and resize to
                     "X-Gleansr-Model-Input header; not with faces=true")
 
 
-def _model_input_uri(image: LoadedImage, info: ModelInfo) -> str:
-    """The model's input for ``image`` as a ``data:image/png;base64,...`` URI (8-bit, no metadata),
-    so the page's *before* view shows what the model saw, not the upload. It is prepared by
-    ``Upscaler.prepare`` from the array the engine hands the model (:func:`uploads.to_array`),
-    with the two facts prepare reads: the model's input size and ``resize="any"`` (the loader's)."""
-    from types import SimpleNamespace
-
+def _model_input_uri(image: LoadedImage, upscaler, name: str) -> str:
+    """What the model saw of ``image`` (after crop and resize), asked of the upscaler that ran it with
+    the array the engine gave it, as a ``data:image/png;base64,...`` URI (8-bit, no metadata): the
+    page's *before* view."""
     from ..pipeline.inmemory import to_loaded
-    from ..pipeline.upscaler import Upscaler
 
-    shape = SimpleNamespace(in_size=info.in_size, resize="any", entry=None)
-    seen = Upscaler.prepare(shape, to_loaded(uploads.to_array(image)))
+    seen = upscaler.prepare(to_loaded(uploads.to_array(image)), name)
     png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=image.grayscale)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
