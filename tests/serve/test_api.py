@@ -230,7 +230,7 @@ def test_model_input_is_what_the_model_saw_on_request_only(client, glyph_upscale
     uri = response.headers["x-gleansr-model-input"]
     assert uri.startswith("data:image/png;base64,")
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
-    want = quantize(glyph_upscaler.prepare(image_from_pil(scan)).rgb, 8)  # centre 30x30, bicubic to 16x16
+    want = quantize(glyph_upscaler.prepare(image_from_pil(scan)).image.rgb, 8)  # centre 30x30, bicubic to 16x16
     assert seen.shape == (16, 16, 3) and np.array_equal(seen, want)
     assert_error(client.post("/v1/upscale?model_input=maybe", content=png_bytes(np.asarray(scan))), 400,
                  "bad_parameter")

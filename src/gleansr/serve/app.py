@@ -357,8 +357,8 @@ def _model_input_uri(image: LoadedImage, upscaler, name: str) -> str:
     page's *before* view."""
     from ..pipeline.inmemory import to_loaded
 
-    seen = upscaler.prepare(to_loaded(uploads.to_array(image)), name)
-    png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=image.grayscale)
+    seen = upscaler.prepare(to_loaded(uploads.to_array(image)), name).image
+    png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=seen.grayscale)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

@@ -38,6 +38,8 @@ const PAGE_WORDS = {
       `it to ${n} anyway (most of its detail is lost), or pick a model made for pictures like it` +
       (m && m.face_model ? `; for a photo of people tick ${FACES}` : "") + "." };
   },
+  resize_too_large: (job) => ({ retry: false, text: `${job.file.name}${pictureSize(job)} is too large for this ` +
+    "server to shrink: crop it to the part that matters first." }),
   model_unavailable: (job) => ({ retry: true, text: `${job.model} is not installed on this server: pick an ` +
     `installed model and press ${RETRY}.` }),
   unknown_model: (job) => ({ retry: false, text: `this server does not offer ${job.model}: reload the page to ` +
