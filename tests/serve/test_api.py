@@ -213,3 +213,24 @@ def test_temporary_files_go_with_each_request_and_the_folder_with_the_app(make_c
     assert list(root.iterdir()) == []
     client.__exit__(None, None, None)
     assert not root.exists()
+
+
+def test_model_input_is_what_the_model_saw_on_request_only(client, glyph_upscaler):
+    """model_input=true adds the model's input (crop + shrink of a larger upload) for the page's
+    before view; without it the answer is as before."""
+    import base64
+
+    from gleansr.pipeline.images import image_from_pil, quantize
+
+    scan = Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), np.uint8))
+    plain = client.post("/v1/upscale?resize=true", content=png_bytes(np.asarray(scan)))
+    assert plain.status_code == 200 and "x-gleansr-model-input" not in plain.headers
+    response = client.post("/v1/upscale?resize=true&model_input=true", content=png_bytes(np.asarray(scan)))
+    assert response.status_code == 200 and response.content == plain.content
+    uri = response.headers["x-gleansr-model-input"]
+    assert uri.startswith("data:image/png;base64,")
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    want = quantize(glyph_upscaler.prepare(image_from_pil(scan)).image.rgb, 8)  # centre 30x30, bicubic to 16x16
+    assert seen.shape == (16, 16, 3) and np.array_equal(seen, want)
+    assert_error(client.post("/v1/upscale?model_input=maybe", content=png_bytes(np.asarray(scan))), 400,
+                 "bad_parameter")

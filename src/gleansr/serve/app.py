@@ -10,11 +10,13 @@ one private temporary folder.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import shutil
 import tempfile
 import time
 import urllib.parse
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import GleanError
 from ..pipeline.face_detect import check_installed as check_faces_installed
+from ..pipeline.images import LoadedImage, encode_image
 from ..pipeline.policy import face_model_verdict
 from . import uploads
 from .catalog import ModelInfo, default_model, facts, find_model, model_catalog, precisions
@@ -55,11 +58,22 @@ def _default_loader(device: str):
     return load
 
 
+def _remembering(loader, built: weakref.WeakValueDictionary):
+    """``loader`` keeping a weak reference to each upscaler it builds, by (name, precision), so a
+    request can ask the very upscaler that ran it what the model saw (gone once the engine drops it)."""
+    def load(name: str, precision: str):
+        built[name, precision] = upscaler = loader(name, precision)
+        return upscaler
+    return load
+
+
 def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
     """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo) that
     resizes any input (``resize="any"``): the size check is the server's, per request."""
-    engine = Engine(loader or _default_loader(config.device), device=config.device, max_models=config.max_models,
-                    max_queue=config.max_queue, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000)
+    upscalers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # what the engine holds loaded
+    engine = Engine(_remembering(loader or _default_loader(config.device), upscalers), device=config.device,
+                    max_models=config.max_models, max_queue=config.max_queue, max_batch=config.max_batch,
+                    batch_wait_s=config.batch_wait_ms / 1000)
     temp_root = Path(tempfile.mkdtemp(prefix="gleansr-serve-"))  # mode 0700: this user's only
 
     @asynccontextmanager
@@ -76,6 +90,7 @@ def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
                   description="GLEAN super-resolution on this machine. Errors are JSON: "
                               '`{"error": {"code": "stable_code", "message": "one sentence"}}`.')
     app.state.config, app.state.engine, app.state.temp_root = config, engine, temp_root
+    app.state.upscalers = upscalers
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["*"])
@@ -156,9 +171,10 @@ def _add_routes(app: FastAPI) -> None:
                       faces: str | None = Query(None, description="true: a whole photo, its faces restored by a "
                                                                   "face model, the rest bicubic"),
                       scale: str | None = Query(None, description="with faces: the photo's factor (default: "
-                                                                  "the model's)")):
+                                                                  "the model's)"),
+                      model_input: str | None = Query(None, description=_MODEL_INPUT_DOC)):
         return await _upscale(request, config, engine, {"model": model, "precision": precision, "resize": resize,
-                                                        "faces": faces, "scale": scale})
+                                                        "faces": faces, "scale": scale, "model_input": model_input})
 
 
 _ERROR_DOCS = {400: "bad parameter or unreadable image", 404: "unknown model", 409: "model weights not installed",
@@ -287,6 +303,7 @@ async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
 async def _upscale(request: Request, config: ServeConfig, engine: Engine, params: dict) -> Response:
     start = time.perf_counter()
     deadline = start + config.timeout_s
+    show_input = uploads.parse_bool("model_input", params["model_input"])
     ask = await _parse(request, config, params)
     name, info, root = ask.name, ask.info, request.app.state.temp_root
     image = await run_in_threadpool(uploads.decode_upload, ask.data, name, config.max_pixels, root)
@@ -319,7 +336,26 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     headers = _result_headers(info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
     if faces is not None:
         headers["X-Gleansr-Faces"] = str(faces)
+    elif show_input:
+        upscaler = request.app.state.upscalers.get((info.name, ask.precision))
+        if upscaler is not None:  # else unloaded since it ran (more models asked for than --max-models)
+            headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, image, upscaler, name)
     return Response(png, media_type="image/png", headers=headers)
+
+
+_MODEL_INPUT_DOC = ("true: add the image the model saw (after crop and resize to its input) as a PNG data URI in the "
+                    "X-Gleansr-Model-Input header; not with faces=true")
+
+
+def _model_input_uri(image: LoadedImage, upscaler, name: str) -> str:
+    """What the model saw of ``image`` (after crop and resize), asked of the upscaler that ran it with
+    the array the engine gave it, as a ``data:image/png;base64,...`` URI (8-bit, no metadata): the
+    page's *before* view."""
+    from ..pipeline.inmemory import to_loaded
+
+    seen = upscaler.prepare(to_loaded(uploads.to_array(image)), name).image
+    png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=seen.grayscale)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, marks: tuple) -> dict[str, str]:
