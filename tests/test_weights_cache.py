@@ -249,7 +249,7 @@ def test_garbage_in_the_cache_is_refused_then_replaced_by_download(server, home,
         hub.resolve_weights(src, download_ok=False)
     message = str(info.value)
     assert message.startswith(f"the cached weights file {cached} is corrupt (its SHA-256 starts with ")
-    assert message.endswith("pass --download (download=True) to replace it") and "\n" not in message
+    assert message.endswith("allow downloading (--download) to replace it") and "\n" not in message
     assert str(home) not in info.value.public and NAME in info.value.public  # what a web client may see
 
     hashed = []

@@ -521,10 +521,10 @@ def resolve_weights(source: WeightsSource, weights: str | os.PathLike[str] | Non
         return cached
     if not download_ok:
         if state is CacheState.MISSING:
-            raise WeightsError(f"{source.filename} is not in the weights cache; pass --download (download=True) to "
+            raise WeightsError(f"{source.filename} is not in the weights cache; allow downloading (--download) to "
                                "fetch it, or, " + _offline_hint(source.url or "", cached),
                                f"the weights file {source.filename} is not installed on this server")
-        raise WeightsError(f"the cached weights file {cached} is corrupt ({why}); pass --download (download=True) "
+        raise WeightsError(f"the cached weights file {cached} is corrupt ({why}); allow downloading (--download) "
                            "to replace it", f"the weights file {source.filename} on this server is corrupt; "
                            "its operator must download it again (--download)")
     if state is CacheState.CORRUPT and not cached.is_file():

@@ -234,3 +234,16 @@ def test_model_input_is_what_the_model_saw_on_request_only(client, glyph_upscale
     assert seen.shape == (16, 16, 3) and np.array_equal(seen, want)
     assert_error(client.post("/v1/upscale?model_input=maybe", content=png_bytes(np.asarray(scan))), 400,
                  "bad_parameter")
+
+
+def test_a_corrupt_weights_file_is_the_servers_problem_not_the_clients(make_client, sample):
+    """WeightsError (the cache refused its file) answers 503 with the public sentence: no server path."""
+    from gleansr.errors import WeightsError
+
+    def broken(name, precision):
+        raise WeightsError("the cached weights file /srv/secret/cache/w.pth is corrupt",
+                           "the weights file w.pth on this server is corrupt; its operator must download it again")
+
+    response = make_client(loader=broken).post("/v1/upscale", content=sample)
+    message = assert_error(response, 503, "weights_unavailable")
+    assert "w.pth" in message and "/srv/secret" not in message

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import GleanError
+from ..errors import GleanError, WeightsError
 from ..pipeline.face_detect import check_installed as check_faces_installed
 from ..pipeline.images import LoadedImage, encode_image
 from ..pipeline.policy import face_model_verdict
@@ -321,6 +321,9 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
         result = await _wait(request, engine, job, deadline)
     except _ClientGone:
         return Response(status_code=499)
+    except WeightsError as exc:  # this server's weights, not the request: no path of ours in the answer
+        log.error("%s", exc)
+        raise api_error("weights_unavailable", exc.public) from None
     except GleanError as exc:
         raise api_error("input_rejected", str(exc)) from None
     except ApiError:

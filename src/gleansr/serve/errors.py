@@ -25,7 +25,7 @@ CODES = {
     "not_an_image": 415, "input_too_large": 422, "not_exact_size": 422, "resize_too_large": 422,
     "input_rejected": 422, "not_a_face_model": 422, "face_model_unknown": 422,
     "internal_error": 500, "faces_unavailable": 501,
-    "queue_full": 503, "timeout": 504,
+    "queue_full": 503, "weights_unavailable": 503, "timeout": 504,
 }
 
 
