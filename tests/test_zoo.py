@@ -79,7 +79,7 @@ def test_missing_weights_are_reported_before_any_model_is_built(tmp_path, monkey
 
     monkeypatch.setattr(glean, "GLEANStyleGANv2", lambda **kw: built.append(kw))
     monkeypatch.setattr(glean, "build_uninitialised", lambda config: built.append(config))
-    with pytest.raises(GleanError, match="not in the weights cache; pass --download.*fetch https://"):
+    with pytest.raises(GleanError, match="not in the weights cache; allow downloading \\(--download\\).*fetch https://"):
         create_model("glean_ffhq_16x", "pretrained")
     with pytest.raises(GleanError, match="glean_cat_8x_20210614-d3ac8683.pth is not in the weights cache"):
         weights_file("glean_cat_8x")
