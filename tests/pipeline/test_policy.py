@@ -200,3 +200,25 @@ def test_a_memory_error_in_the_model_fails_its_batch_only(glyphs, corpus, tmp_pa
     failed = [i for i in report.items if i.code == "model_failed"]
     assert len(failed) == 2 and report.count(Status.DONE) == 3
 
+
+
+def test_a_full_disk_stops_the_batch_with_every_input_accounted_for(glyphs, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from gleansr.pipeline import batch
+
+    written, real = [], batch.save_loaded
+
+    def filling(path, image, overwrite=False):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(Path(path))
+        return real(path, image, overwrite)
+
+    monkeypatch.setattr(batch, "save_loaded", filling)
+    report = batch.upscale_files([str(corpus[16, 16].parent)], glyphs, batch.Naming("_d", tmp_path), batch_size=2)
+    assert report.stopped and "no space left" in report.stopped
+    assert len(report.items) == len(CORPUS) + 1  # every input has its line
+    assert report.count(Status.DONE) == 2 and [i.code for i in report.items].count("no_space") == 1
+    assert {i.code for i in report.items if i.status is Status.FAILED} >= {"no_space", "not_run"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)

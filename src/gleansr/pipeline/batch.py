@@ -189,8 +189,6 @@ def run_items(items: Sequence[InputFile], upscaler: Upscaler, naming: Naming, *,
             break
         run.take(item)
     run.flush()
-    if run.stopped and run.pending_after_stop:
-        run.not_run(run.pending_after_stop)
     return BatchReport(run.reports, time.perf_counter() - start, run.stopped)
 
 
@@ -204,7 +202,6 @@ class _Run:
         self.reports: list[ItemReport] = []
         self.batch: list[tuple[InputFile, Path, Prepared, float]] = []
         self.stopped: str | None = None
-        self.pending_after_stop: list[InputFile] = []
 
     def report(self, item: InputFile, output: Path | None, status: Status, code: str, message: str = "",
                started: float | None = None, notes: Sequence[tuple[str, str]] = ()) -> None:
@@ -261,7 +258,7 @@ class _Run:
             return
         for index, ((item, out, prepared, started), result) in enumerate(zip(batch, results)):
             if self.stopped:
-                self.pending_after_stop += [entry[0] for entry in batch[index:]]
+                self.not_run([entry[0] for entry in batch[index:]])
                 return
             if self.write(item, out, result, started):
                 notes = prepared.notes + self.naming.format_note(out)
@@ -312,4 +309,3 @@ class _Run:
     def not_run(self, items: Sequence[InputFile]) -> None:
         for item in items:
             self.report(item, None, Status.FAILED, "not_run", f"{item.path}: not processed ({self.stopped})")
-        self.pending_after_stop = []
