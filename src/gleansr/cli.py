@@ -5,7 +5,9 @@ and imports nothing heavy at module level. ``gleansr --help`` is answered from t
 without importing any command; otherwise only the chosen command's module is imported, so help
 and argument errors come back without loading PyTorch. A command module that fails to import is
 an error naming the command, never a silently missing command.
-User errors (:class:`gleansr.errors.GleanError`) become one line on stderr and exit code 2.
+User errors (:class:`gleansr.errors.GleanError`) become one line on stderr and exit code 2; files the
+operating system refuses (:class:`~gleansr.errors.OutputError`, or any other ``OSError``: disk full,
+read-only, a folder in the way) one line naming the file and what happened, and exit code 1.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from .errors import GleanError
+from .errors import GleanError, describe_os_error
 from .tuning import keep_freed_memory_for_reuse
 
 # NAME -> (module under gleansr.commands, one-line help); tests check it against each module.
@@ -87,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except GleanError as exc:
         print(f"gleansr: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except OSError as exc:  # a file the OS refused that no writer named: still one line
+        print(f"gleansr: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gleansr: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,10 @@
 """User-facing errors: the CLI prints these as one line and exits non-zero."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
 
 
 class GleanError(Exception):
@@ -6,6 +12,8 @@ class GleanError(Exception):
 
     The message must stand on its own in one line and name the offending thing.
     """
+
+    exit_code = 2  # the CLI's exit status for this kind of error
 
 
 class CheckpointError(GleanError):
@@ -26,3 +34,108 @@ class WeightsError(GleanError):
     def __init__(self, message: str, public: str):
         super().__init__(message)
         self.public = public
+
+
+class OutputError(GleanError):
+    """The operating system refused to write (or read) a file: disk full, read-only, a folder in the way.
+
+    Raised by every writer of :mod:`gleansr.atomic`, which leaves no partial file behind. ``path``
+    is the file concerned and ``errno`` the OS error number, so that a caller can tell a full disk
+    (:attr:`no_space`: stop, nothing else will fit either) from a problem with one output.
+    The CLI exits with code 1 for these (the environment failed, not the arguments).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+        self.errno = errno
+
+    @property
+    def no_space(self) -> bool:
+        """The disk (or the user's quota) is full: every further write would fail the same way."""
+        return self.errno in _NO_SPACE
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: str | os.PathLike[str] | None = None,
+                      action: str | None = "write") -> "OutputError":
+        """This error for ``exc``, with :func:`describe_os_error`'s sentence."""
+        return cls(describe_os_error(exc, path, action), path=path if path is not None else exc.filename,
+                   errno=exc.errno)
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+# What each OS error means for the file a user named, in words (the rest: the OS's own text).
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on the disk",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied (the folder or file is read-only for this user)",
+    errno.EPERM: "operation not permitted",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "it already exists",
+    errno.ENAMETOOLONG: "the name is too long for the file system",
+    errno.EFBIG: "the file is too large for the file system (or this process's file size limit)",
+    errno.EIO: "input/output error (a failing disk or a removed drive)",
+    errno.EMFILE: "too many open files in this process",
+    errno.ENFILE: "too many open files on the system",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EXDEV: "it is on another file system",
+}
+if hasattr(errno, "EDQUOT"):
+    _OS_REASONS[errno.EDQUOT] = "the disk quota is exhausted"
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is not a folder (why a folder cannot be made)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path if path.exists() and not path.is_dir() else None
+
+
+def describe_os_error(exc: OSError, path: str | os.PathLike[str] | None = None, action: str | None = None) -> str:
+    """One line for ``exc``: ``cannot <action> <file>: <what happened>`` (``<file>: <what happened>``
+    without ``action``).
+
+    ``path`` is the file the user asked for (default: the one the OS names); ``action`` is what
+    was being done to it ("write", "read"). Every door uses this sentence.
+    """
+    target = Path(path) if path is not None else (Path(os.fsdecode(exc.filename)) if exc.filename else None)
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and target is not None and _blocking_file(target) is not None:
+        blocker = _blocking_file(target)
+        reason = "it is a file, not a folder" if blocker == target else f"{blocker} is a file, not a folder"
+    else:
+        reason = _OS_REASONS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+    where = "" if target is None else f" {target}"
+    return f"cannot {action}{where}: {reason}" if action else f"{str(target) + ': ' if target else ''}{reason}"
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is when it is not a regular file ("a folder", "a named pipe (FIFO)", ...);
+    None for a regular file (or a link to one) and "missing" when nothing is there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else "missing"
+    except OSError as exc:
+        return f"unreadable ({describe_os_error(exc, path, 'read')})"
+    return next((name for test, name in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+
+
+def require_file(path: str | os.PathLike[str], what: str, takes: str = "") -> Path:
+    """``path`` if it is a regular file; else GleanError saying what it is instead
+    (``what``: "bank file", "input", ...; ``takes``: what the option accepts, for the message)."""
+    kind = file_kind(path)
+    if kind is None:
+        return Path(path)
+    hint = f"; {takes}" if takes else ""
+    if kind == "missing":
+        raise GleanError(f"{what} {path} does not exist{hint}")
+    raise GleanError(f"{what} {path} is {kind}, not a file{hint}")

@@ -140,10 +140,10 @@ def test_train_init_reads_a_generator_written_by_export(tmp_path, tiny_glean, su
 
 def test_a_glean_file_given_as_a_bank_is_named(tmp_path, tiny_glean, capsys):
     path = release_file(tmp_path / "release.pth", tiny_glean)
-    with pytest.raises(CheckpointError, match="holds a GLEAN generator, not a StyleGAN2 bank.*--init"):
+    with pytest.raises(CheckpointError, match="is already a GLEAN model file, not a StyleGAN2 bank.*--init"):
         load_bank(path)
     assert main(["bank", "sample", str(path), "-o", str(tmp_path / "grid.png"), "--device", "cpu"]) == 2
-    assert "holds a GLEAN generator, not a StyleGAN2 bank" in capsys.readouterr().err
+    assert "is already a GLEAN model file, not a StyleGAN2 bank" in capsys.readouterr().err
 
 
 def test_eval_weights_given_a_photo_says_it_is_an_image(tmp_path, capsys):

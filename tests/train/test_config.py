@@ -59,7 +59,7 @@ def test_typed_overrides():
     ("nonsense=1", "unknown config key 'nonsense'"),
     ("model.depth=3", "unknown config key 'model.depth'"),
     ("batch_size=abc", "config key 'batch_size': expected int, got 'abc'"),
-    ("lr_g=1e-4x", "config key 'lr_g': expected float"),
+    ("lr_g=1e-4x", "config key 'lr_g': expected a finite float"),
     ("flip=maybe", "config key 'flip': expected bool"),
     ("betas=0.9", "config key 'betas': expected 2 values, got 1"),
     ("precision=fp8", "precision must be one of fp32, bf16, fp16"),

@@ -97,12 +97,22 @@ def detected_layouts(obj: Any) -> list[str]:
     return [name for name, adapter in _adapters().items() if adapter.detect(obj)]
 
 
+def _refuse_glean(obj: Any, path: str | os.PathLike) -> None:
+    """A GLEAN file (whose generator holds a bank's keys too) is named as such, not half-converted."""
+    inner = obj.get("generator") if isinstance(obj, Mapping) else None
+    training = isinstance(inner, Mapping) and any(str(k).endswith(GLEAN_ENCODER_KEY) for k in inner)
+    if training or any(str(k).endswith(GLEAN_ENCODER_KEY) for k in _keys(obj)):
+        what = "a GLEAN training checkpoint (gleansr export makes a release file of it)" if training else \
+            "already a GLEAN model file"
+        raise CheckpointError(f"{path} is {what}, not a StyleGAN2 bank: convert, bank sample and train --bank take "
+                              "StyleGAN2 banks (MMGeneration, rosinality or NVIDIA files); a GLEAN file is used as "
+                              "it is, with --weights (upscale, eval, demo) or --init (train)")
+
+
 def detect_format(obj: Any, path: str | os.PathLike = "checkpoint") -> str:
     """Name of the one adapter that recognises ``obj``; the error says what the file holds."""
+    _refuse_glean(obj, path)
     found = detected_layouts(obj)
-    if not found and any(str(k).endswith(GLEAN_ENCODER_KEY) for k in _keys(obj)):
-        raise CheckpointError(f"{path} holds a GLEAN generator, not a StyleGAN2 bank; GLEAN files go to "
-                              "--weights (upscale, eval) or --init (train)")
     if len(found) != 1:
         what = "no known StyleGAN2 layout" if not found else f"several layouts ({', '.join(found)})"
         raise CheckpointError(f"{path}: {what} recognised (MMGeneration, rosinality or NVIDIA) in what it holds: "
@@ -133,6 +143,7 @@ def bank_from_raw(raw: RawFile, fmt: str = "auto") -> BankWeights:
     weights = exported_bank(raw) if fmt == "auto" else None
     if weights is not None:
         return weights
+    _refuse_glean(raw.obj, raw.path)
     fmt = detect_format(raw.obj, raw.path) if fmt == "auto" else fmt
     adapter = _adapters()[fmt]
     if not adapter.detect(raw.obj):

@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping
 import torch
 import torch.nn as nn
 
-from ..atomic import atomic_path
+from ..atomic import atomic_torch_save, atomic_write_bytes
 from ..errors import CheckpointError, GleanError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
@@ -29,7 +29,7 @@ ExportFormat = Literal["mmedit", "safetensors"]
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+    if path.is_file() and not overwrite:  # a folder there: the writer says so
         raise GleanError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
@@ -40,7 +40,7 @@ def save_safetensors(module_or_state: nn.Module | Mapping[str, torch.Tensor], pa
 
     ``bare`` marks a file holding one network's own keys (no 'generator.'-style prefix).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -49,18 +49,14 @@ def save_safetensors(module_or_state: nn.Module | Mapping[str, torch.Tensor], pa
         metadata[SAFETENSORS_CONFIG_KEY] = json.dumps(dict(config), sort_keys=True)
     path = Path(path)
     _refuse_existing(path, overwrite)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        mode = tmp.stat().st_mode & 0o777  # what the umask allows, as for every other output
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, mode)  # safetensors replaces the file with one of mode 0600
-    return path
+    data = save(tensors, metadata=metadata)  # bytes, written by Python so that OS errors say what failed
+    return atomic_write_bytes(path, data, overwrite)
 
 
 def _save_torch_legacy(obj: Any, path: Path, overwrite: bool) -> Path:
     """``torch.save`` in the legacy format of MMEditing/MMGeneration release files."""
     _refuse_existing(path, overwrite)
-    with atomic_path(path, overwrite=overwrite) as temporary:
-        torch.save(obj, temporary, _use_new_zipfile_serialization=False)
+    atomic_torch_save(obj, path, overwrite, _use_new_zipfile_serialization=False)
     return path
 
 

@@ -2,7 +2,8 @@
 
 Output naming rule (``output_path``): ``<out_dir>/<sub-folders>/<stem><suffix><ext>`` where the
 sub-folders are the input's position under the folder (or glob root) it was found in, ``ext``
-is the requested extension or else the input's own, and PNG replaces any format that cannot
+is the requested extension or else the input's own (the suffix may hold no path separator and no
+``..``, so every output stays under the output folder), and PNG replaces any format that cannot
 hold the output's alpha channel or bit depth (JPEG and BMP hold no alpha; only PNG and TIFF hold
 16 bits). An output may never be one of the inputs, and two inputs may never share an output.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-from ..errors import GleanError
+from ..errors import GleanError, file_kind
 from .images import FORMATS, format_can_hold
 
 T = TypeVar("T")
@@ -73,6 +74,9 @@ def _expand(spec: str, recursive: bool) -> list[InputFile]:
         if not images:
             raise GleanError(f"input pattern {spec} matches no {'/'.join(FORMATS)} images")
         return images
+    kind = file_kind(path)
+    if kind not in (None, "missing"):  # a FIFO, a socket, a device: reading it could block or never end
+        raise GleanError(f"input {spec} is {kind}, not an image file")
     raise GleanError(f"input {spec} does not exist")
 
 
@@ -115,6 +119,16 @@ def drop_own_outputs(items: Sequence[InputFile], targets: Callable[[InputFile], 
     return kept, [item for item in items if item.path.resolve() in outputs]
 
 
+def check_suffix(suffix: str) -> str:
+    """``suffix`` if it only extends a file name; GleanError for one that could leave the output
+    folder or name another place (a path separator, ``..``, a NUL)."""
+    separators = {"/", "\0", os.sep, os.altsep or "/"}
+    if any(sep in suffix for sep in separators) or ".." in suffix:
+        raise GleanError(f"--suffix {suffix!r} may not contain a path separator or '..': it is added to each "
+                         "output's file name (e.g. _x8), outputs go under -o")
+    return suffix
+
+
 def output_path(
     input: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -131,6 +145,7 @@ def output_path(
     the image to be written. Raises GleanError for an unknown ``ext`` or an output that would be
     the input itself.
     """
+    check_suffix(suffix)
     input, out_dir = Path(input), Path(out_dir)
     if ext is not None:
         ext = "." + ext.lstrip(".").lower()

@@ -108,8 +108,15 @@ class BankConfig:
                      "sample_every", "num_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        for name in ("num_workers", "seed", "lr", "lr_mlp", "r1_gamma", "pl_weight", "pl_decay", "ema_kimg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("style_channels", "num_mlps", "channel_max", "channel_multiplier"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.mixing_prob <= 1 and 0 <= self.ema_beta < 1 and all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"mixing_prob must be in [0, 1], ema_beta and betas in [0, 1); got {self.mixing_prob}, "
+                             f"{self.ema_beta}, {self.betas}")
         if float(self.channel_multiplier).is_integer():  # 2, not 2.0, in exported configs
             object.__setattr__(self, "channel_multiplier", int(self.channel_multiplier))
 

@@ -18,9 +18,10 @@ import torch
 
 from ..data.datasets import HRFolderDataset, PairedFolderDataset
 from ..data.degradations import Degradation, DegradationParams
-from ..errors import GleanError
+from ..errors import GleanError, require_file
 from ..models import GLEANStyleGANv2
 from ..loading import init_glean_from_bank, load_glean, load_state_dict_strict
+from ..loading.bank import BANK_FILE
 from ..zoo import VGG16_WEIGHTS, WeightsSource, get_entry, weights_file
 from .config import PRETRAINED, RANDOM, TrainConfig
 from .distributed import DistInfo, barrier
@@ -69,10 +70,7 @@ def vgg_file(given: str | Path | None, info: DistInfo) -> Path:
     """The VGG16 weights for the perceptual loss: the user's file, or the cached/downloaded one."""
     if given is None:
         return _fetch(VGG16_WEIGHTS, info)
-    path = Path(given).expanduser()
-    if not path.is_file():
-        raise GleanError(f"weights file {path} does not exist")
-    return path
+    return require_file(Path(given).expanduser(), "--vgg weights file")
 
 
 def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
@@ -88,9 +86,11 @@ def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
             raise GleanError(f"{config.preset} has no pretrained bank; pass --bank FILE or --bank random")
         return _fetch(recipe.bank, info)
     path = Path(config.bank).expanduser()
-    if not path.is_file():
-        raise GleanError(f"bank file {path} does not exist")
-    return path
+    if path.is_dir() and (path / BANK_FILE).is_file():  # a bank run folder: its exported bank
+        return path
+    return require_file(path, "--bank", f"--bank takes a StyleGAN2 file (MMGeneration .pth, rosinality .pt, NVIDIA "
+                                        f".pkl, a converted .safetensors), a bank run folder (holding {BANK_FILE}), "
+                                        "'random' or 'pretrained'")
 
 
 def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, config: TrainConfig,

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
+from ..errors import OutputError
 from ..imaging.imresize import imresize
 from ..pipeline.images import save_image
 
@@ -109,8 +110,11 @@ class RunLog:
             self.pending.clear()
             return
         record = {"iter": iteration, **{k: _json_value(v) for k, v in self.pending.items()}}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, allow_nan=False) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
+        except OSError as exc:
+            raise OutputError.from_os_error(exc, self.path) from exc
         if self.tensorboard is not None:
             for key, value in self.pending.items():
                 if isinstance(value, (int, float)) and key not in ("elapsed",):

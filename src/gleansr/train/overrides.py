@@ -4,13 +4,14 @@ Both training configs (GLEAN's :class:`~gleansr.train.config.TrainConfig`, the b
 :class:`~gleansr.train.bank.BankConfig`) are frozen dataclasses; a field whose type is itself a
 dataclass (GLEAN's ``model``) is addressed with dotted keys (``model.in_size``). Values from
 ``--set`` are text and parsed by the field's type (``betas=0.9,0.99``, ``flip=false``); values
-from JSON/TOML files must already have the right type. Unknown keys and bad values are one-line
+from JSON/TOML files must already have the right type; floats must be finite. Unknown keys and bad values are one-line
 :class:`GleanError`\\ s naming the key.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import typing
 from pathlib import Path
@@ -68,10 +69,10 @@ def _scalar(value: Any, kind: Any, from_text: bool) -> Any:
             return value
         if text:
             return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif kind is float:  # finite: a NaN or infinite rate or weight is never meant
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        if text:
+        if text and math.isfinite(float(value)):
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
@@ -97,7 +98,7 @@ def coerce(key: str, value: Any, kind: Any, from_text: bool) -> Any:
             return _scalar(value, kind, from_text)
         except ValueError:
             pass
-    name = getattr(kind, "__name__", str(kind))
+    name = "a finite float" if kind is float else getattr(kind, "__name__", str(kind))
     raise GleanError(f"config key {key!r}: expected {name}, got {value!r}")
 
 

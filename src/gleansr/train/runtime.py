@@ -4,7 +4,8 @@ The runtime owns what a run is; a :class:`Recipe` owns what is trained. The runt
 
 1. joins the ``torchrun`` process group (or runs as one process) and picks the device;
 2. finds the run folder's checkpoint (``last.pt``, else ``previous.pt``; a damaged ``last.pt`` is
-   set aside) and lets the recipe resolve its config against it (only some fields may change);
+   set aside; partial ``.last.pt.*.tmp`` files of saves that were killed are removed) and lets the
+   recipe resolve its config against it (only some fields may change);
    says when it resumes, and stops at once when the run is already complete;
 3. lets the recipe check its inputs and fetch its files (:meth:`Recipe.prepare`) before any
    network exists, seeds every rank alike, lets it build (and on resume, load) its networks;
@@ -14,7 +15,7 @@ The runtime owns what a run is; a :class:`Recipe` owns what is trained. The runt
    all-reduce, so a NaN/inf on any rank stops every rank (:class:`TrainingDiverged`) before
    anything is saved, and SIGINT/SIGTERM on any rank finish the iteration, save and stop;
 6. logs (``metrics.jsonl``, progress bar, TensorBoard) and saves ``last.pt``/``previous.pt``
-   atomically, with the RNG states of every rank, restored after the data iterator is opened
+   atomically (a full disk is one line and leaves both as they were), with the RNG states of every rank, restored after the data iterator is opened
    (which draws from the RNG) so that a resumed run continues bit for bit on CPU.
 """
 from __future__ import annotations
@@ -34,13 +35,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, make_folder
 from ..errors import GleanError
 from .batches import make_loader, next_batch, open_batches
 from .distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gather_objects, all_reduce_mean, barrier,
                           init_distributed, shutdown_distributed)
 from .log import RunLog
-from .state import LAST, capture_rng, load_latest, restore_rng, save_training_checkpoint
+from .state import (LAST, capture_rng, load_latest, remove_partial_checkpoints, restore_rng,
+                    save_training_checkpoint)
 
 logger = logging.getLogger("gleansr.train")
 DAMAGED = "last.pt.damaged"
@@ -176,6 +178,11 @@ def run_training(kind: str, make_recipe: MakeRecipe, out: str | os.PathLike, *, 
 
 def _latest(out: Path, resume: bool, info: DistInfo, kind: str) -> tuple[Path, dict[str, Any]] | None:
     found = load_latest(out)
+    if info.is_main:
+        stale = remove_partial_checkpoints(out)
+        if stale:
+            logger.warning("removed %d partial checkpoint(s) left by an interrupted save: %s", len(stale),
+                           ", ".join(p.name for p in stale))
     if resume and found is None:
         raise GleanError(f"--resume: no checkpoint ({LAST} / previous.pt) in {out}")
     if found and found[1].get("kind", "glean") != kind:
@@ -191,6 +198,7 @@ def _run(kind: str, make_recipe: MakeRecipe, out: Path, info: DistInfo, resume: 
     found = _latest(out, resume, info, kind)
     recipe = make_recipe(found[1]["config"] if found else None, str(found[0]) if found else "")
     config, start = recipe.config, int(found[1]["iteration"]) if found else 0
+    make_folder(out)  # before any download or build: a file or a read-only folder there is one line now
     if found and info.is_main:
         done = start >= config.max_iters
         logger.info("%s %s: iteration %d of %d%s", "run" if done else "resuming", found[0], start, config.max_iters,

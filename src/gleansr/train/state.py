@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, remove_stale_temp_files, torch_save_into
+from ..errors import OutputError
 from ..loading import CHECKPOINT_FORMAT, LAST, PREVIOUS, latest_training_checkpoint
 from ..models import StyleGAN2Discriminator
 from .config import TrainConfig, config_from_dict
@@ -72,11 +73,21 @@ def save_training_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) 
     """Write ``state`` as ``run_dir/last.pt``, keeping the former ``last.pt`` as ``previous.pt``."""
     run_dir = Path(run_dir)
     last = run_dir / LAST
-    with atomic_path(last, overwrite=True) as temporary:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
-        if last.exists():
-            os.replace(last, run_dir / PREVIOUS)
+    try:
+        with atomic_path(last, overwrite=True) as temporary:
+            torch_save_into({"format": CHECKPOINT_FORMAT, **state}, temporary)  # written and flushed to disk
+            if last.exists():  # only now: a failed write (e.g. disk full) keeps both checkpoints
+                os.replace(last, run_dir / PREVIOUS)
+    except OutputError as exc:
+        kept = ", ".join(p.name for p in (last, run_dir / PREVIOUS) if p.is_file()) or "none"
+        raise OutputError(f"{exc}; iteration {state.get('iteration')} was not saved (earlier checkpoints kept: {kept})",
+                          path=exc.path, errno=exc.errno) from None
     return last
+
+
+def remove_partial_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of checkpoint saves that were killed (SIGKILL, power loss)."""
+    return remove_stale_temp_files(run_dir, LAST)
 
 
 def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
