@@ -13,6 +13,7 @@ unless ``--overwrite`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -128,8 +129,16 @@ def _print_table(report, source: str, up) -> None:
     print(f"{'mean':<{width}}" + "".join(f"{report.mean[k]:>14.4f}" for k in columns.values()))
 
 
-def run(args: argparse.Namespace) -> int:
+def _record(out: Path, hashes: dict[str, str]) -> None:
+    """Write the names and hashes of the files this run wrote (which a rerun may replace)."""
     from ..atomic import atomic_write_bytes
+
+    if hashes:
+        record = json.dumps({"files": hashes}, indent=1, sort_keys=True) + "\n"
+        atomic_write_bytes(out / RECORD, record.encode("utf-8"), overwrite=True)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..errors import GleanError
     from ..evaluate import evaluate
     from ..pipeline.images import read_rgb_uint8
@@ -151,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(up.sr_uint8, hrs, lr_images=lrs, scale=up.scale,
                           names=[name for name, _, _ in pairs], each=_writer(out, replaceable, hashes))
-    finally:  # what was written is recorded even if a later write fails
-        if hashes:
-            record = json.dumps({"files": hashes}, indent=1, sort_keys=True) + "\n"
-            atomic_write_bytes(out / RECORD, record.encode("utf-8"), overwrite=True)
+    except BaseException:  # what was written is recorded even if a later write fails; that failure is reported
+        with contextlib.suppress(GleanError):  # e.g. the disk is full: the first error says so
+            _record(out, hashes)
+        raise
+    _record(out, hashes)
     _print_table(report, source, up)
     print(f"outputs in {out}/ (<sample>_glean.png, _bicubic.png, _compare.png; a rerun replaces them)")
     return 0
