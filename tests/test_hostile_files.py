@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from gleansr.train.overrides import with_overrides
 from gleansr.train.state import build_discriminator, save_training_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent / "train"))
-from train_helpers import cli_args, setup_run  # noqa: E402
+from train_helpers import cli_args, one_torch_thread, setup_run  # noqa: E402,F401 (an autouse fixture)
 
 TIMEOUT = 240  # seconds for one CLI run on a loaded 2-core machine
 FAULTS = Path(__file__).parent / "disk_faults.py"
@@ -73,10 +74,31 @@ def _drop_dac_override() -> None:
 def one_line_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
     """The error line of a run that failed cleanly: exit ``code``, no traceback."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("gleansr: error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
+    return _the_error(proc.stderr)
+
+
+def cli_error(args: list[str], capsys, code: int = 1) -> str:
+    """:func:`one_line_error` for the CLI run in this process (faster than a subprocess)."""
+    capsys.readouterr()
+    assert main(args) == code
+    return _the_error(capsys.readouterr().err)
+
+
+def _the_error(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("gleansr: error:")]
+    assert len(errors) == 1, stderr[-2000:]
     return errors[0]
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """In this process: outputs share ``budget`` free bytes, then the disk is full."""
+    def fill(budget: int, match: str = "") -> dict:
+        opener, state = faulty_opener(budget, match)
+        monkeypatch.setattr(atomic, "_open_for_writing", opener)
+        return state
+    return fill
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +126,22 @@ def run_folder(tmp_path_factory) -> Path:
                                       "discriminator": build_discriminator(config).state_dict(),
                                       "config": config.to_dict()})
     return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[dict[str, Path], Path]:
+    """Training inputs and a run folder trained for 2 iterations (copied by each test that resumes it)."""
+    root = tmp_path_factory.mktemp("trained")
+    files = setup_run(root)
+    torch.set_num_threads(1)
+    assert main(cli_args(files, root / "run", "--max-iters", "2", "--set", "val_every=100")) == 0
+    return files, root / "run"
+
+
+def resumable(trained: tuple[dict[str, Path], Path], tmp_path: Path) -> tuple[dict[str, Path], Path]:
+    files, run = trained
+    shutil.copytree(run, tmp_path / "run")
+    return files, tmp_path / "run"
 
 
 @pytest.fixture(scope="module")
@@ -173,58 +211,59 @@ def test_cli_top_level_turns_any_os_error_into_one_line(monkeypatch, capsys):
                   "this user)\n"
 
 
-def test_export_to_a_folder_a_file_path_and_a_read_only_folder(tmp_path, run_folder, read_only):
+def test_export_to_a_folder_a_file_path_and_a_read_only_folder(tmp_path, run_folder, read_only, capsys):
     folder = tmp_path / "a_folder"
     folder.mkdir()
-    line = one_line_error(gleansr("export", str(run_folder), "-o", str(folder), "--overwrite"))
-    assert line.endswith(f"cannot write {folder}: it is a folder, not a file") and not any(folder.iterdir())
+    for overwrite in ([], ["--overwrite"]):
+        line = cli_error(["export", str(run_folder), "-o", str(folder), *overwrite], capsys)
+        assert line.endswith(f"cannot write {folder}: it is a folder, not a file") and not any(folder.iterdir())
     plain = tmp_path / "plain.txt"
     plain.write_text("mine")
-    line = one_line_error(gleansr("export", str(run_folder), "-o", str(plain / "model.safetensors")))
+    line = cli_error(["export", str(run_folder), "-o", str(plain / "model.safetensors")], capsys)
     assert f"{plain} is a file, not a folder" in line and plain.read_text() == "mine"
     line = one_line_error(gleansr("export", str(run_folder), "-o", str(read_only / "model.pth"), drop_dac=True))
     assert f"cannot write {read_only / 'model.pth'}: permission denied" in line and not any(read_only.iterdir())
 
 
-@pytest.mark.parametrize("fmt", ["model.pth", "model.safetensors"])
-def test_export_on_a_full_disk(tmp_path, run_folder, fmt):
-    line = one_line_error(gleansr("export", str(run_folder), "-o", str(tmp_path / fmt),
+def test_export_on_a_full_disk(tmp_path, run_folder, full_disk, capsys):
+    line = one_line_error(gleansr("export", str(run_folder), "-o", str(tmp_path / "model.pth"),
                                   faults={"GLEANSR_FAULT_BYTES": "4096"}))
-    assert line.endswith(f"cannot write {tmp_path / fmt}: no space left on the disk")
+    assert line.endswith(f"cannot write {tmp_path / 'model.pth'}: no space left on the disk")
+    full_disk(4096)
+    line = cli_error(["export", str(run_folder), "-o", str(tmp_path / "model.safetensors")], capsys)
+    assert line.endswith(f"cannot write {tmp_path / 'model.safetensors'}: no space left on the disk")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_demo_output_read_only_a_file_or_a_full_disk(tmp_path, demo_weights, read_only):
+def test_demo_output_read_only_a_file_or_a_full_disk(tmp_path, demo_weights, read_only, full_disk, capsys):
     weights = ["--weights", str(demo_weights), "--device", "cpu"]
     line = one_line_error(gleansr("demo", "-o", str(read_only), *weights, drop_dac=True))
     assert f"cannot write {read_only}" in line and "permission denied" in line
     plain = tmp_path / "plain.txt"
     plain.write_text("mine")
-    assert f"{plain} is a file, not a folder" in one_line_error(gleansr("demo", "-o", str(plain), *weights))
+    assert f"{plain} is a file, not a folder" in cli_error(["demo", "-o", str(plain), *weights], capsys)
     out = tmp_path / "full"
-    line = one_line_error(gleansr("demo", "-o", str(out), *weights, faults={"GLEANSR_FAULT_BYTES": "20000"}))
+    full_disk(20000)
+    line = cli_error(["demo", "-o", str(out), *weights], capsys)
     assert line.startswith(f"gleansr: error: cannot write {out}/") and line.endswith(": no space left on the disk")
     assert temp_files(out) == [] and all(Image.open(p).size for p in out.glob("*.png"))  # whole files only
 
 
-def test_train_out_under_a_file_or_read_only_says_so_before_training(tmp_path, read_only):
-    files = setup_run(tmp_path)
+def test_train_out_under_a_file_or_read_only_says_so_before_training(tmp_path, read_only, trained, capsys):
+    files, _ = trained
     plain = tmp_path / "plain.txt"
     plain.write_text("mine")
-    line = one_line_error(gleansr(*cli_args(files, plain / "run")))
+    line = cli_error(cli_args(files, plain / "run"), capsys)
     assert line.endswith(f"cannot create the folder {plain / 'run'}: {plain} is a file, not a folder")
     line = one_line_error(gleansr(*cli_args(files, read_only / "run"), drop_dac=True))
     assert f"cannot create the folder {read_only / 'run'}: permission denied" in line
 
 
-def test_checkpoint_on_a_full_disk_says_so_and_keeps_the_earlier_one(tmp_path):
-    files = setup_run(tmp_path)
-    run = tmp_path / "run"
-    assert gleansr(*cli_args(files, run, "--max-iters", "2", "--set", "val_every=100")).returncode == 0
+def test_checkpoint_on_a_full_disk_says_so_and_keeps_the_earlier_one(tmp_path, trained, full_disk, capsys):
+    files, run = resumable(trained, tmp_path)
     saved = (run / "last.pt").read_bytes()
-    proc = gleansr(*cli_args(files, run, "--max-iters", "4", "--set", "val_every=100"),
-                   faults={"GLEANSR_FAULT_BYTES": "100000", "GLEANSR_FAULT_MATCH": "last.pt"})
-    line = one_line_error(proc)
+    full_disk(100_000, match="last.pt")
+    line = cli_error(cli_args(files, run, "--max-iters", "4", "--set", "val_every=100"), capsys)
     assert line == (f"gleansr: error: cannot write {run / 'last.pt'}: no space left on the disk; iteration 4 was "
                     "not saved (earlier checkpoints kept: last.pt)")
     assert (run / "last.pt").read_bytes() == saved and temp_files(run) == []
@@ -233,10 +272,8 @@ def test_checkpoint_on_a_full_disk_says_so_and_keeps_the_earlier_one(tmp_path):
 
 # -- item 13: a save killed mid-write ----------------------------------------------------------
 
-def test_resume_removes_the_partial_checkpoint_of_a_killed_save(tmp_path):
-    files = setup_run(tmp_path)
-    run = tmp_path / "run"
-    assert gleansr(*cli_args(files, run, "--max-iters", "2", "--set", "val_every=100")).returncode == 0
+def test_resume_removes_the_partial_checkpoint_of_a_killed_save(tmp_path, trained, capsys):
+    files, run = resumable(trained, tmp_path)
     killed = gleansr(*cli_args(files, run, "--max-iters", "4", "--set", "val_every=100"),
                      faults={"GLEANSR_FAULT_BYTES": "100000", "GLEANSR_FAULT_MATCH": "last.pt",
                              "GLEANSR_FAULT_KILL": "1"})
@@ -246,9 +283,10 @@ def test_resume_removes_the_partial_checkpoint_of_a_killed_save(tmp_path):
     others = [run / ".last.pt.tmp", run / "notes.last.pt.0123abcd.tmp", run / ".previous.pt.0123abcd.tmp"]
     for path in others:  # not this run's temporary files: left alone
         path.write_text("keep")
-    done = gleansr(*cli_args(files, run, "--max-iters", "4", "--set", "val_every=100"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"removed 1 partial checkpoint(s) left by an interrupted save: {partial[0].name}" in done.stderr
+    capsys.readouterr()
+    assert main(cli_args(files, run, "--max-iters", "4", "--set", "val_every=100")) == 0
+    err = capsys.readouterr().err
+    assert f"removed 1 partial checkpoint(s) left by an interrupted save: {partial[0].name}" in err
     assert not partial[0].exists() and all(p.read_text() == "keep" for p in others)
     assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 4
 
@@ -273,8 +311,8 @@ def test_only_the_writers_own_temporary_names_are_removed(tmp_path):
     ("lr_g=-0.1", "lr_g must be >= 0, got -0.1"),
     ("betas=-1,0.9", "betas must be in [0, 1), got (-1.0, 0.9)"),
 ])
-def test_train_refuses_non_finite_and_negative_values_in_one_line(tmp_path, capsys, setting, message):
-    files = setup_run(tmp_path)
+def test_train_refuses_non_finite_and_negative_values_in_one_line(tmp_path, trained, capsys, setting, message):
+    files, _ = trained
     assert main(cli_args(files, tmp_path / "run", "--set", setting)) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"gleansr: error: --set: {message}"
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
@@ -315,8 +353,8 @@ def test_a_named_pipe_input_is_called_what_it_is(tmp_path, capsys):
     assert stat.S_ISFIFO(pipe.stat().st_mode)  # never opened: opening a FIFO blocks until a writer comes
 
 
-def test_train_bank_given_a_folder_says_so_and_what_it_takes(tmp_path, capsys):
-    files = setup_run(tmp_path)
+def test_train_bank_given_a_folder_says_so_and_what_it_takes(tmp_path, trained, capsys):
+    files, _ = trained
     folder = tmp_path / "banks"
     folder.mkdir()
     assert main(cli_args(files, tmp_path / "run", "--bank", str(folder))) == 2
