@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pickle
 import shutil
 import stat
 import subprocess
@@ -162,8 +163,11 @@ def test_os_errors_are_one_sentence_naming_the_file(code, reason):
     text = describe_os_error(OSError(code, os.strerror(code), "/data/out/a.png"), action="write")
     assert text.startswith("cannot write /data/out/a.png: ") and reason in text and "\n" not in text
     error = OutputError.from_os_error(OSError(code, os.strerror(code)), "/data/out/a.png")
-    assert error.path == Path("/data/out/a.png") and error.errno == code and error.exit_code == 1
-    assert error.no_space == (code == errno.ENOSPC)
+    assert error.path == Path("/data/out/a.png") and error.errno == code and error.filename == "/data/out/a.png"
+    assert error.no_space == (code == errno.ENOSPC) and str(error) == text and reason in error.strerror
+    assert isinstance(error, OSError)  # code that handles OS errors (and their errno) keeps working
+    copy = pickle.loads(pickle.dumps(error))  # e.g. from a worker process
+    assert (str(copy), copy.path, copy.errno, copy.no_space) == (text, error.path, code, error.no_space)
 
 
 def test_a_file_in_the_way_of_a_folder_is_named(tmp_path):
@@ -247,6 +251,20 @@ def test_demo_output_read_only_a_file_or_a_full_disk(tmp_path, demo_weights, rea
     line = cli_error(["demo", "-o", str(out), *weights], capsys)
     assert line.startswith(f"gleansr: error: cannot write {out}/") and line.endswith(": no space left on the disk")
     assert temp_files(out) == [] and all(Image.open(p).size for p in out.glob("*.png"))  # whole files only
+
+
+def test_upscale_stops_on_a_full_disk_with_whole_files_only(tmp_path, full_disk, capsys):
+    """The issue's run: the disk fills part-way through a folder; the rest is not attempted."""
+    from gleansr.zoo import SAMPLES
+
+    out = tmp_path / "out"
+    full_disk(15_000)  # room for two or three of the eight glyphs
+    assert main(["upscale", str(SAMPLES / "lr"), "-o", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "Traceback" not in err
+    written = sorted(out.iterdir())
+    assert 1 <= len(written) < 8 and temp_files(out) == []
+    assert all(np.asarray(Image.open(p)).shape[:2] == (128, 128) for p in written)  # each decodes whole
 
 
 def test_train_out_under_a_file_or_read_only_says_so_before_training(tmp_path, read_only, trained, capsys):
@@ -347,7 +365,7 @@ def test_a_named_pipe_input_is_called_what_it_is(tmp_path, capsys):
     pipe = tmp_path / "stream.png"
     os.mkfifo(pipe)
     items, problems = gather_inputs([str(pipe)])
-    assert items == [] and problems == [f"input {pipe} is a named pipe (FIFO), not an image file"]
+    assert items == [] and problems == [(str(pipe), f"input {pipe} is a named pipe (FIFO), not an image file")]
     assert main(["upscale", str(pipe), "-o", str(tmp_path / "out"), "--device", "cpu"]) != 0
     assert "is a named pipe (FIFO), not an image file" in capsys.readouterr().err
     assert stat.S_ISFIFO(pipe.stat().st_mode)  # never opened: opening a FIFO blocks until a writer comes

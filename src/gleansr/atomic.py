@@ -106,7 +106,7 @@ def _move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
 
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder, not a file", path=path, errno=errno.EISDIR)
+        raise OutputError.from_os_error(IsADirectoryError(errno.EISDIR, "Is a directory"), path)
     if not overwrite and (path.exists() or path.is_symlink()):
         _refuse_existing(path)
 
@@ -130,6 +130,8 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         _check_target(path, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = _new_temp_file(path.parent, path.name)
+    except OutputError:
+        raise
     except OSError as exc:
         raise OutputError.from_os_error(exc, path) from None
     try:
@@ -138,7 +140,7 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         _move_into_place(temp, path, overwrite)
         _fsync_folder(path.parent)
     except OSError as exc:
-        if not _ours(exc, temp, path):
+        if isinstance(exc, OutputError) or not _ours(exc, temp, path):
             raise
         raise OutputError.from_os_error(exc, path) from exc
     finally:

@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except GleanError as exc:
         print(f"gleansr: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a file the OS refused that no writer named: still one line
+        return 2
+    except OSError as exc:  # a file the OS refused (OutputError: already the sentence): one line
         print(f"gleansr: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,8 +13,6 @@ class GleanError(Exception):
     The message must stand on its own in one line and name the offending thing.
     """
 
-    exit_code = 2  # the CLI's exit status for this kind of error
-
 
 class CheckpointError(GleanError):
     """A checkpoint cannot be read, or its keys/shapes do not fit the model."""
@@ -36,21 +34,27 @@ class WeightsError(GleanError):
         self.public = public
 
 
-class OutputError(GleanError):
+class OutputError(OSError):
     """The operating system refused to write (or read) a file: disk full, read-only, a folder in the way.
 
-    Raised by every writer of :mod:`gleansr.atomic`, which leaves no partial file behind. ``path``
-    is the file concerned and ``errno`` the OS error number, so that a caller can tell a full disk
-    (:attr:`no_space`: stop, nothing else will fit either) from a problem with one output.
-    The CLI exits with code 1 for these (the environment failed, not the arguments).
+    Raised by every writer of :mod:`gleansr.atomic`, which leaves no partial file behind. An
+    ``OSError`` still (``errno``, ``filename``; ``strerror`` the reason in words), so code that
+    handles OS errors keeps working; ``str()`` is the one-line sentence naming the file, ``path``
+    the file, and :attr:`no_space` tells a full disk (stop: nothing else will fit either) from a
+    problem with one output. The CLI prints the sentence and exits with code 1.
     """
 
-    exit_code = 1
-
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, errno: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None, errno: int | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(errno, reason or message, None if path is None else os.fspath(path))
+        self.message = message
         self.path = None if path is None else Path(path)
-        self.errno = errno
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.message, self.path, self.errno, self.strerror)
 
     @property
     def no_space(self) -> bool:
@@ -61,8 +65,8 @@ class OutputError(GleanError):
     def from_os_error(cls, exc: OSError, path: str | os.PathLike[str] | None = None,
                       action: str | None = "write") -> "OutputError":
         """This error for ``exc``, with :func:`describe_os_error`'s sentence."""
-        return cls(describe_os_error(exc, path, action), path=path if path is not None else exc.filename,
-                   errno=exc.errno)
+        target = path if path is not None else exc.filename
+        return cls(describe_os_error(exc, path, action), target, exc.errno, os_error_reason(exc, target))
 
 
 _NO_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
@@ -96,6 +100,15 @@ def _blocking_file(path: Path) -> Path | None:
     return path if path.exists() and not path.is_dir() else None
 
 
+def os_error_reason(exc: OSError, path: str | os.PathLike[str] | None = None) -> str:
+    """What happened to ``path`` (default: the file the OS names), in words: "no space left on the disk"."""
+    target = Path(os.fsdecode(path)) if path is not None else None
+    blocker = _blocking_file(target) if target is not None and exc.errno in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocker is not None:
+        return "it is a file, not a folder" if blocker == target else f"{blocker} is a file, not a folder"
+    return _OS_REASONS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+
+
 def describe_os_error(exc: OSError, path: str | os.PathLike[str] | None = None, action: str | None = None) -> str:
     """One line for ``exc``: ``cannot <action> <file>: <what happened>`` (``<file>: <what happened>``
     without ``action``).
@@ -103,14 +116,13 @@ def describe_os_error(exc: OSError, path: str | os.PathLike[str] | None = None, 
     ``path`` is the file the user asked for (default: the one the OS names); ``action`` is what
     was being done to it ("write", "read"). Every door uses this sentence.
     """
-    target = Path(path) if path is not None else (Path(os.fsdecode(exc.filename)) if exc.filename else None)
-    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and target is not None and _blocking_file(target) is not None:
-        blocker = _blocking_file(target)
-        reason = "it is a file, not a folder" if blocker == target else f"{blocker} is a file, not a folder"
-    else:
-        reason = _OS_REASONS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
-    where = "" if target is None else f" {target}"
-    return f"cannot {action}{where}: {reason}" if action else f"{str(target) + ': ' if target else ''}{reason}"
+    if isinstance(exc, OutputError):
+        return str(exc)
+    target = path if path is not None else exc.filename
+    reason = os_error_reason(exc, target)
+    if action:
+        return f"cannot {action}{'' if target is None else f' {os.fsdecode(target)}'}: {reason}"
+    return reason if target is None else f"{os.fsdecode(target)}: {reason}"
 
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),

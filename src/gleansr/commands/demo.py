@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(up.sr_uint8, hrs, lr_images=lrs, scale=up.scale,
                           names=[name for name, _, _ in pairs], each=_writer(out, replaceable, hashes))
     except BaseException:  # what was written is recorded even if a later write fails; that failure is reported
-        with contextlib.suppress(GleanError):  # e.g. the disk is full: the first error says so
+        with contextlib.suppress(GleanError, OSError):  # e.g. the disk is full: the first error says so
             _record(out, hashes)
         raise
     _record(out, hashes)

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, features
 
-from ..atomic import atomic_path
+from ..atomic import atomic_write_bytes
 from ..errors import ImageError
 from ._encode16 import png16_bytes, tiff16_bytes
 
@@ -383,9 +383,7 @@ def save_image(
     pixels and options; an existing file is replaced only with ``overwrite``."""
     path = Path(path)
     data = encode_image(rgb, path.suffix, alpha, bit_depth, grayscale, quality, icc_profile, exif, name=str(path))
-    with atomic_path(path, overwrite) as temp:
-        temp.write_bytes(data)
-    return path
+    return atomic_write_bytes(path, data, overwrite)
 
 
 def save_loaded(path: str | os.PathLike[str], image: LoadedImage, overwrite: bool = False) -> Path:

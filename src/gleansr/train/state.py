@@ -81,7 +81,7 @@ def save_training_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) 
     except OutputError as exc:
         kept = ", ".join(p.name for p in (last, run_dir / PREVIOUS) if p.is_file()) or "none"
         raise OutputError(f"{exc}; iteration {state.get('iteration')} was not saved (earlier checkpoints kept: {kept})",
-                          path=exc.path, errno=exc.errno) from None
+                          exc.path, exc.errno, exc.strerror) from None
     return last
 
 
