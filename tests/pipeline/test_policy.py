@@ -217,7 +217,7 @@ def test_a_full_disk_stops_the_batch_with_every_input_accounted_for(glyphs, corp
 
     monkeypatch.setattr(batch, "save_loaded", filling)
     report = batch.upscale_files([str(corpus[16, 16].parent)], glyphs, batch.Naming("_d", tmp_path), batch_size=2)
-    assert report.stopped and "no space left" in report.stopped
+    assert report.stopped and "no space left on the disk" in report.stopped
     assert len(report.items) == len(CORPUS) + 1  # every input has its line
     assert report.count(Status.DONE) == 2 and [i.code for i in report.items].count("no_space") == 1
     assert {i.code for i in report.items if i.status is Status.FAILED} >= {"no_space", "not_run"}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..errors import GleanError, ImageError
+from ..errors import GleanError, ImageError, describe_os_error
 from .files import InputFile, check_outputs, drop_own_outputs, gather_inputs, output_path, shard
 from .images import LoadedImage, load_image, save_image, save_loaded
 from .policy import Refusal, Status
@@ -298,12 +298,12 @@ class _Run:
         except GleanError as exc:
             self.report(item, out, Status.FAILED, "write_failed", str(exc), started)
         except OSError as exc:
+            sentence = describe_os_error(exc, out, "write")
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self.stopped = f"no space left on the device writing {out}"
-                self.report(item, out, Status.FAILED, "no_space", self.stopped, started)
+                self.stopped = sentence
+                self.report(item, out, Status.FAILED, "no_space", sentence, started)
             else:
-                reason = exc.strerror or type(exc).__name__
-                self.report(item, out, Status.FAILED, "write_failed", f"cannot write {out}: {reason}", started)
+                self.report(item, out, Status.FAILED, "write_failed", sentence, started)
         return False
 
     def not_run(self, items: Sequence[InputFile]) -> None:
