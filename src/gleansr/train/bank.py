@@ -184,12 +184,13 @@ class MixingGenerator(nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, k: int,
+                noise: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.generator
         w1, w2 = g.mapping(torch.cat([z1, z2])).chunk(2)
         latents = torch.cat([w1.unsqueeze(1).expand(-1, k, -1),
                              w2.unsqueeze(1).expand(-1, g.num_latents - k, -1)], dim=1)
-        return g.synthesis(latents, [None] * g.num_injected_noises), latents
+        return g.synthesis(latents, noise or [None] * g.num_injected_noises), latents
 
 
 def _latents(config: BankConfig, n: int, num_latents: int, device: torch.device) -> tuple:
@@ -198,6 +199,11 @@ def _latents(config: BankConfig, n: int, num_latents: int, device: torch.device)
     mix = config.mixing_prob > 0 and float(torch.rand(())) < config.mixing_prob
     k = int(torch.randint(1, num_latents, ())) if mix else num_latents
     return z[0], z[1], k
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32 for the loss; float64 ones (tests) stay float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _lazy_adam(params: Any, config: BankConfig, every: int | None) -> torch.optim.Adam:
@@ -286,47 +292,76 @@ class BankRecipe:
         return torch.cat([torch.stack([loss_d.detach().float(), loss_g.detach().float()]), self.last_reg])
 
     def _discriminator_step(self, real: torch.Tensor, it: int) -> torch.Tensor:
-        """D step (G frozen, no gradient to it), then lazy R1 in float32."""
-        config, dev, d_train = self.config, self.info.device, self.d_train
-        self.discriminator.requires_grad_(True)
+        """D step (G frozen, no gradient to it), then lazy R1."""
+        config, dev = self.config, self.info.device
         with torch.no_grad(), autocast(config.precision, dev):
             fake, _ = self.mixing(*_latents(config, real.shape[0], self.generator.num_latents, dev))
-        with autocast(config.precision, dev):
-            loss_d = logistic_d_loss(d_train(self.augment(real)).float(), d_train(self.augment(fake)).float())
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss_d).backward()
+        loss_d = self.d_backward(real, fake)
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
         if config.r1_gamma > 0 and it % config.r1_every == 0:
-            real_in = real.detach().requires_grad_(True)
-            real_logits = d_train(self.augment(real_in))
-            r1 = r1_penalty(real_logits, real_in)
-            self.opt_d.zero_grad(set_to_none=True)
-            (config.r1_gamma / 2 * r1 * config.r1_every + 0 * real_logits[0, 0]).backward()
+            self.last_reg[0] = self.r1_backward(real)
             self.opt_d.step()
-            self.last_reg[0] = r1.detach()
         return loss_d
 
     def _generator_step(self, n: int, it: int) -> torch.Tensor:
-        """G step (D frozen and called unwrapped: no DDP gradient sync for it), then lazy path length."""
+        """G step, then lazy path length."""
         config, dev, num_latents = self.config, self.info.device, self.generator.num_latents
-        self.discriminator.requires_grad_(False)
-        with autocast(config.precision, dev):
-            fake, _ = self.g_train(*_latents(config, n, num_latents, dev))
-            loss_g = logistic_g_loss(self.discriminator(self.augment(fake)).float())
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss_g).backward()
+        loss_g = self.g_backward(*_latents(config, n, num_latents, dev))
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         if config.pl_weight > 0 and it % config.pl_every == 0:
-            images, latents = self.g_train(*_latents(config, max(1, n // config.pl_batch_shrink), num_latents, dev))
-            pl, new_mean, _ = path_length_penalty(images, latents, self.mean_path_length, config.pl_decay)
-            self.opt_g.zero_grad(set_to_none=True)
-            (config.pl_weight * config.pl_every * pl + 0 * images[0, 0, 0, 0]).backward()
+            self.last_reg[1] = self.pl_backward(*_latents(config, max(1, n // config.pl_batch_shrink), num_latents, dev))
             self.opt_g.step()
-            self.mean_path_length = all_reduce_mean(new_mean, self.info)
-            self.last_reg[1] = pl.detach()
         return loss_g
+
+    # Each *_backward leaves its term's gradient, averaged over processes, in the network's .grad
+    # and returns the term (detached). Random inputs are arguments, so a test can give every
+    # process its share of one batch and compare with one process on the whole batch.
+
+    def d_backward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The discriminator's logistic loss on ``real`` and generated ``fake`` images."""
+        self.discriminator.requires_grad_(True)
+        with autocast(self.config.precision, self.info.device):
+            loss_d = logistic_d_loss(_at_least_float32(self.d_train(self.augment(real))),
+                                     _at_least_float32(self.d_train(self.augment(fake))))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        return loss_d.detach()
+
+    def r1_backward(self, real: torch.Tensor) -> torch.Tensor:
+        """Lazy R1 (float32 or wider: double back-propagation is fragile in half precision)."""
+        config = self.config
+        self.discriminator.requires_grad_(True)
+        real_in = real.detach().requires_grad_(True)
+        real_logits = self.d_train(self.augment(real_in))
+        r1 = r1_penalty(real_logits, real_in)
+        self.opt_d.zero_grad(set_to_none=True)
+        (config.r1_gamma / 2 * r1 * config.r1_every + 0 * real_logits[0, 0]).backward()
+        return r1.detach()
+
+    def g_backward(self, z1: torch.Tensor, z2: torch.Tensor, k: int,
+                   noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The non-saturating generator loss (D frozen and called unwrapped: no DDP sync for it)."""
+        self.discriminator.requires_grad_(False)
+        with autocast(self.config.precision, self.info.device):
+            fake, _ = self.g_train(z1, z2, k, noise)
+            loss_g = logistic_g_loss(_at_least_float32(self.discriminator(self.augment(fake))))
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        return loss_g.detach()
+
+    def pl_backward(self, z1: torch.Tensor, z2: torch.Tensor, k: int, noise: list[torch.Tensor] | None = None,
+                    projection: torch.Tensor | None = None) -> torch.Tensor:
+        """Lazy path length; updates the running mean path length (the same on every process)."""
+        config = self.config
+        self.discriminator.requires_grad_(False)
+        images, latents = self.g_train(z1, z2, k, noise)
+        pl, self.mean_path_length, _ = path_length_penalty(images, latents, self.mean_path_length, config.pl_decay,
+                                                           projection, lambda m: all_reduce_mean(m, self.info))
+        self.opt_g.zero_grad(set_to_none=True)
+        (config.pl_weight * config.pl_every * pl + 0 * images[0, 0, 0, 0]).backward()
+        return pl.detach()
 
     def log_values(self, iteration: int) -> dict[str, float]:
         return {"path_length_mean": float(self.mean_path_length)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +134,7 @@ def path_length_penalty(
     mean_path_length: torch.Tensor | float,
     decay: float = 0.01,
     noise: torch.Tensor | None = None,
+    batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """StyleGAN2 path-length regulariser.
 
@@ -143,6 +144,9 @@ def path_length_penalty(
         mean_path_length: running mean a of the path lengths (0 at the start).
         decay: exponential-moving-average rate of a.
         noise: (N, C, H, W) projection y; default standard normal / sqrt(H * W).
+        batch_mean: maps this batch's mean path length to the one a_new moves towards; under DDP
+            the mean over processes, so every process centres its penalty on the global batch's
+            mean (a per-process centre gives other gradients than one process on the whole batch).
 
     Returns:
         (penalty, new_mean_path_length, path_lengths): penalty = mean((|J^T y| - a_new)^2) with
@@ -156,6 +160,7 @@ def path_length_penalty(
         noise = torch.randn_like(fake_images) / math.sqrt(height * width)
     (grad,) = torch.autograd.grad((fake_images * noise).sum(), latents, create_graph=True)
     path_lengths = grad.pow(2).sum(2).mean(1).sqrt()
-    new_mean = (mean_path_length + decay * (path_lengths.mean() - mean_path_length)).detach()
+    batch = path_lengths.detach().mean()
+    new_mean = mean_path_length + decay * ((batch_mean(batch) if batch_mean else batch) - mean_path_length)
     penalty = (path_lengths - new_mean).pow(2).mean()
     return penalty, new_mean, path_lengths.detach()
