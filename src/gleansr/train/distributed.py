@@ -54,9 +54,26 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
+        check_elastic_store()
         # Long timeout: rank 0 validates and saves while the others wait at the next collective.
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
     return DistInfo(rank, local_rank, world, dev)
+
+
+SHARED_STORE_FIX = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"
+
+
+def check_elastic_store() -> None:
+    """Refuse a ``torchrun --max-restarts`` run that could not restart.
+
+    With the c10d rendezvous, torchrun by default lends its own store to the workers and keeps it
+    across restarts; the restarted workers then read the previous group's addresses and never
+    connect (pytorch issue 135712; seen with gloo and torch 2.13). With
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` every group gets a fresh store.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and _env_int("TORCHELASTIC_MAX_RESTARTS", 0) > 0:
+        raise GleanError(f"torchrun --max-restarts needs {SHARED_STORE_FIX} in its environment: with the shared "
+                         "rendezvous store the restarted workers cannot connect (pytorch issue 135712)")
 
 
 def shutdown_distributed() -> None:
