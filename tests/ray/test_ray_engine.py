@@ -121,7 +121,8 @@ def test_a_killed_actor_is_restarted_and_every_image_done_once(ray_instance, gly
     run = _ray(glyphs, out)
     assert marker.exists()  # an actor did exit mid-batch
     # The retry puts the dead actor's unfinished images into smaller model batches, and the CPU
-    # kernels round a batch of 1 and one of 4 differently: a pixel may move by one level.
+    # kernels round a batch of 1 and one of 4 differently: a pixel may move by one level. (The
+    # first test is byte for byte: there every model batch holds the same images as locally.)
     ours, theirs = _files(out), _files(local_out)
     assert ours.keys() == theirs.keys()
     for name in ours:
@@ -148,8 +149,9 @@ def test_lists_tables_and_parquet_manifest(ray_instance, glyphs, local_run, tmp_
                                  Naming("_x8", out), manifest=out / "m.parquet", upscaler_options=OPTIONS,
                                  options=WORKERS, column="file")
     assert run.report.count(Status.DONE) == 6
-    local = _files(local_out)
-    assert _files(out) == {k: local[k] for k in _files(out)} and len(_files(out)) == 6
+    assert len(_files(out)) == 6
+    for name in _files(out):  # other model batches than the local run's: within one level
+        assert abs(_pixels(out / name) - _pixels(local_out / name)).max() <= 1, name
     table = pyarrow.parquet.read_table(out / "m.parquet")
     assert table.column_names == list(engine.COLUMNS) and table.num_rows == 6
 
@@ -199,3 +201,21 @@ def test_the_local_instance_listens_on_loopback_only(ray_instance):
     assert len(sockets) >= 3  # GCS, raylet, workers...
     loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
     assert [s for s in sockets if s[0] not in loopback] == []
+
+
+def test_cli_engine_ray_prints_like_local_and_exits_as_local(ray_instance, glyphs, local_run, tmp_path, capsys):
+    from gleansr.cli import main
+
+    local_out, local = local_run
+    out = tmp_path / "out"
+    code = main(["upscale", str(glyphs), "-o", str(out), "--device", "cpu", "--precision", "fp32", "--quiet",
+                 "--engine", "ray", "--ray-workers", "2", "--ray-cpus-per-worker", "1"])
+    err = capsys.readouterr().err
+    assert code == local.exit_code == 1
+    assert _files(out) == _files(local_out)
+    for item in local.items:
+        if item.status in (Status.REFUSED, Status.FAILED):
+            assert f"{item.status.value}: {item.message}" in err  # the local sentences
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("40 written, 0 skipped (exist), 2 refused, 3 failed") and "on Ray (2 worker(s))" in summary
+    assert len(_manifest(out / "gleansr-manifest.jsonl")) == 45

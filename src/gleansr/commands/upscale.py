@@ -10,6 +10,7 @@ from ..errors import GleanError
 from ..pipeline.batch import DEFAULT_BATCH_SIZE
 from ..pipeline.policy import MAX_RESIZE_PIXELS
 from ..precision import CHOICES
+from ..ray import cli as ray_cli
 
 NAME = "upscale"
 HELP = "super-resolve images (files, folders, globs) with a GLEAN model"
@@ -64,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dlib landmark model; 68 (default) forbids commercial use, 5 does not carry that note")
     f.add_argument("--draw-boxes", action="store_true", help="also write <name>_faces.png with the faces found")
     f.add_argument("--save-crops", metavar="DIR", help="save each aligned crop and its SR result here")
+    ray_cli.add_arguments(p)
 
 
 def _default_help() -> str:
@@ -137,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
     source, entry = _source(args)
     _check_faces(args, entry)
     device = args.device if args.backend == "onnx" else resolve_device(args.device, local_rank=local_rank)
-    upscaler = Upscaler(source, device=str(device), precision=args.precision,
-                        resize="any" if args.resize else "exact" if args.no_resize else "up",
-                        download=args.download, face_model=args.face_model_ok or None,
-                        max_resize_pixels=args.max_resize_pixels)
+    options = dict(precision=args.precision, resize="any" if args.resize else "exact" if args.no_resize else "up",
+                   download=args.download, face_model=args.face_model_ok or None,
+                   max_resize_pixels=args.max_resize_pixels)
+    upscaler = Upscaler(source, device=str(device), **options)
     if upscaler.precision_reason:
         say(f"note: precision {upscaler.precision_reason}")
     faces = None
@@ -154,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     scale = faces.scale if faces else upscaler.scale
     naming = Naming(args.suffix if args.suffix is not None else f"_x{scale}",
                     Path(args.output) if args.output else None, args.ext)
+    if args.engine == "ray":  # every actor builds the same Upscaler, on its own device
+        return ray_cli.run(args, str(source), {**options, "device": args.device}, naming, faces)
     printer = _Printer(tag, upscaler.in_size, quiet=args.quiet)
     report = upscale_files(args.inputs, upscaler, naming, recursive=args.recursive, overwrite=args.overwrite,
                            batch_size=args.batch_size, shard_of=(rank, world), faces=faces,

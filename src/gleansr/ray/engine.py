@@ -213,13 +213,13 @@ def upscale_dataset(inputs: Sequence[str], model: str, naming: Any, *, manifest:
         dataset = ray.data.from_items(records, override_num_blocks=max(1, -(-len(records) // batch_size)))
         startup_s = time.perf_counter() - start
         hook = {DIE_AFTER_ENV: os.environ[DIE_AFTER_ENV]} if os.environ.get(DIE_AFTER_ENV) else {}
-        with warnings.catch_warnings():  # Ray 2.60 names no parameter for bounded restarts but this one
+        with warnings.catch_warnings():  # Ray 2.60 deprecates these actor options but names no other way
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             mapped = dataset.map_batches(
                 UpscaleWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=options.workers),
                 num_gpus=options.gpus_per_worker, num_cpus=options.worker_cpus(),
                 runtime_env={"env_vars": hook} if hook else None,
-                ray_remote_args={"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_RESTARTS},
+                max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
                 fn_constructor_kwargs=dict(model=model, upscaler_options=upscaler_options or {}, naming=naming,
                                            overwrite=overwrite, batch_size=batch_size, faces=faces,
                                            threads=options.worker_cpus()))
