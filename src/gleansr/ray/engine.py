@@ -17,6 +17,7 @@ unless it believes it runs on a laptop, which ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTE
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -208,6 +209,8 @@ def upscale_dataset(inputs: Sequence[str], model: str, naming: Any, *, manifest:
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = not options.quiet
+        if options.quiet:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         records = [{"path": str(i.path), "base": str(i.base) if i.base is not None else ""} for i in found.items]
         # Blocks of one actor batch each: an actor that dies loses one batch, not a share.
         dataset = ray.data.from_items(records, override_num_blocks=max(1, -(-len(records) // batch_size)))
