@@ -13,6 +13,7 @@ whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -71,7 +72,8 @@ def check_elastic_store() -> None:
     connect (pytorch issue 135712; seen with gloo and torch 2.13). With
     ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` every group gets a fresh store.
     """
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and _env_int("TORCHELASTIC_MAX_RESTARTS", 0) > 0:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("TORCHELASTIC_MAX_RESTARTS",
+                                                                                   "0") != "0":
         raise GleanError(f"torchrun --max-restarts needs {SHARED_STORE_FIX} in its environment: with the shared "
                          "rendezvous store the restarted workers cannot connect (pytorch issue 135712)")
 
