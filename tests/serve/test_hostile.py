@@ -6,6 +6,7 @@ process on 127.0.0.1 with short deadlines; each test is bounded in time.
 """
 from __future__ import annotations
 
+import argparse
 import http.client
 import io
 import json
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gleansr.commands import serve as serve_command
 from gleansr.errors import GleanError, ImageError
 from gleansr.pipeline.images import load_image
 from gleansr.pipeline.limits import Limits, TooManyPixels, decode_slot
@@ -296,27 +298,31 @@ def test_wording_sizes_truncation_and_echoes(make_client, cached_loader, client,
     assert len(message) < 300
 
 
-def test_every_flag_is_checked_at_start():
-    for flags in (("--max-upload-mb", "nan"), ("--port", "70000")):
-        run = subprocess.run([sys.executable, "-m", "gleansr.cli", "serve", *flags], capture_output=True, text=True,
-                             timeout=60)
-        assert run.returncode == 2 and flags[0] in run.stderr, (flags, run.stderr)
-        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
-    for field, value, flag in (("max_upload_bytes", float("inf"), "--max-upload-mb"), ("timeout_s", -1, "--timeout"),
-                               ("timeout_s", float("nan"), "--timeout"), ("max_pixels", -5, "--max-pixels"),
-                               ("read_timeout_s", float("inf"), "--read-timeout"),
-                               ("max_connections", 0, "--max-connections"), ("cors_origins", ("evil",), "--cors-origin"),
-                               ("shutdown_timeout_s", float("nan"), "--shutdown-timeout")):
-        with pytest.raises(GleanError, match=flag):
-            ServeConfig(**{field: value})
+def _serve(*flags: str) -> int:
+    """`gleansr serve FLAGS` in this process, up to where it would start serving."""
+    parser = argparse.ArgumentParser()
+    serve_command.add_arguments(parser)
+    return serve_command.run(parser.parse_args(list(flags)))
+
+
+def test_every_flag_is_checked_at_start(capsys):
+    run = subprocess.run([sys.executable, "-m", "gleansr.cli", "serve", "--max-upload-mb", "nan"],
+                         capture_output=True, text=True, timeout=60)  # end to end: one line, exit 2
+    assert run.returncode == 2 and run.stderr.startswith("gleansr: error: --max-upload-mb must be")
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    for flags in (("--max-upload-mb", "inf"), ("--max-upload-mb", "-1"), ("--port", "70000"), ("--timeout", "nan"),
+                  ("--timeout", "-1"), ("--max-pixels", "-5"), ("--read-timeout", "inf"), ("--max-connections", "0"),
+                  ("--shutdown-timeout", "nan"), ("--cors-origin", "evil")):
+        with pytest.raises(GleanError, match=flags[0]) as info:
+            _serve(*flags)
+        assert "\n" not in str(info.value)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        run = subprocess.run([sys.executable, "-m", "gleansr.cli", "serve", "--port", str(port)],
-                             capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in run.stderr
-    assert "serving on" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        with pytest.raises(GleanError, match=f"port {port} on 127.0.0.1 is in use"):
+            _serve("--port", str(port))
+    assert "serving on" not in capsys.readouterr().err
 
 
 # -- item 1: memory ----------------------------------------------------------------------------------
@@ -437,13 +443,18 @@ def test_a_long_strip_is_refused_from_its_header(tmp_path):
     assert load_image(narrow, Limits(max_side=20_000)).rgb.shape == (20_000, 2, 3)
 
 
-def test_beyond_pillows_limit_is_one_sentence_without_its_warning(tmp_path):
-    big = tmp_path / "big.png"
-    big.write_bytes(_png(12_000, 12_000))
-    run = subprocess.run([sys.executable, "-W", "default", "-c", "import sys\nfrom gleansr.pipeline.images import "
-                          "load_image\ntry:\n    load_image(sys.argv[1])\nexcept Exception as e:\n    print(e)",
-                          str(big)], capture_output=True, text=True, timeout=60)
-    assert run.stdout.strip() == f"{big} is 12000x12000 (144,000,000 pixels), more than the 50,000,000 pixels allowed"
-    assert "DecompressionBomb" not in run.stderr + run.stdout and "resize" not in run.stdout
+def test_the_cli_refuses_both_in_one_line_each_without_pillows_warning(tmp_path):
+    """`gleansr upscale` on a 16x5,000,000 strip and a 12k square (beyond Pillow's own limit): one
+    line each with the true size, no DecompressionBombWarning, no advice to --resize."""
+    (tmp_path / "strip.png").write_bytes(_png(16, 5_000_000))
+    (tmp_path / "big.png").write_bytes(_png(12_000, 12_000))
+    run = subprocess.run([sys.executable, "-W", "default", "-m", "gleansr.cli", "upscale", "strip.png", "big.png",
+                          "-o", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    said = run.stdout + run.stderr
+    assert run.returncode == 1, said
+    assert "strip.png is 16x5000000 (80,000,000 pixels), more than the 50,000,000 pixels allowed" in said
+    assert "big.png is 12000x12000 (144,000,000 pixels), more than the 50,000,000 pixels allowed" in said
+    assert "DecompressionBomb" not in said and "--resize" not in said and "Traceback" not in said
+    assert not list((tmp_path / "out").glob("*.png"))
     with pytest.raises(ImageError, match=r"12000x12000 \(144,000,000 pixels\), too large for Pillow's"):
-        load_image(big, Limits(max_pixels=10**9))  # above Pillow's own limit, which still holds
+        load_image(tmp_path / "big.png", Limits(max_pixels=10**9))  # above Pillow's own limit, which still holds
