@@ -366,6 +366,15 @@ def test_large_uploads_under_a_memory_limit_get_json_answers(server, sample):
         resource.prlimit(srv.proc.pid, resource.RLIMIT_AS, before)
 
 
+def test_a_large_image_is_judged_from_its_header_before_its_decode(client):
+    """The size rule answers a 4096x4096 upload before decoding it: this one's pixels are cut
+    after one row, and the answer is still the policy's (decoding it would have said truncated)."""
+    lying = _png(4096, 4096, rows=1)
+    message = assert_error(client.post("/v1/upscale?resize=true", content=lying), 422, "resize_too_large")
+    assert message.startswith("upload is 4096x4096")
+    assert_error(client.post("/v1/upscale", content=lying), 422, "input_too_large")
+
+
 def test_large_decodes_share_one_bounded_pool_and_small_ones_never_wait():
     """The server and the batch pipeline take decode slots from one pool: however many threads
     decode large images, at most ``max_decodes`` (each caller's own ceiling) run at once."""

@@ -232,6 +232,23 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     raise Image.UnidentifiedImageError(f"cannot identify image file {path}")
 
 
+def upright_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) as :func:`load_image` will give them (turned by an EXIF orientation the
+    header carries), from the header alone: what a size rule can judge before anything is decoded."""
+    width, height = header_size(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with contextlib.suppress(Exception), Image.open(path) as im:  # no orientation known: as stored
+            exif = Image.Exif()
+            if im.info.get("exif"):  # JPEG, WebP, PNG with eXIf before its pixels: read at open
+                exif.load(im.info["exif"])
+            elif im.format == "TIFF":
+                exif = im.getexif()  # the tags are the header
+            if exif.get(_ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                return height, width
+    return width, height
+
+
 def looks_like_image(data: bytes) -> bool:
     """Whether ``data`` starts as a format Pillow reads starts (its plugins' signatures), whole or
     not: a damaged image and a file that is no image at all deserve different answers."""

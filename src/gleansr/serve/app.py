@@ -409,9 +409,11 @@ def _model_input_uri(seen) -> str:
 
 
 def _decode_and_prepare(ask: _Ask, config: ServeConfig, engine: Engine, root: Path):
-    """(the decoded upload, the array to queue) in a worker thread: decoding, checks, and the crop
-    and resize to the model's input, each under a decode slot and never under the device lock."""
-    image = uploads.decode_upload(ask.data, ask.name, config.limits, root, config.retry_after_s)
+    """(the decoded upload, the array to queue) in a worker thread: the size rule (a large image
+    judged from its header, before its decode), decoding, and the crop and resize to the model's
+    input, each under a decode slot and never under the device lock."""
+    judge = None if ask.photo_scale else lambda w, h: uploads.check_size((w, h), ask.name, ask.info, ask.resize)
+    image = uploads.decode_upload(ask.data, ask.name, config.limits, root, config.retry_after_s, judge)
     if ask.photo_scale:
         _check_output(image, ask, config.max_output_pixels)
         return image, uploads.to_array(image)

@@ -11,12 +11,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import ImageError, OutOfMemory
-from ..pipeline.images import LoadedImage, encode_image, load_image, looks_like_image
+from ..pipeline.images import LoadedImage, encode_image, load_image, looks_like_image, upright_size
 from ..pipeline.limits import Limits, TooManyPixels, decode_slot, memory_guard
 from .catalog import ModelInfo, facts
 from .errors import api_error, echo
@@ -106,13 +106,23 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> tupl
     return image, filename, fields
 
 
-def decode_upload(data: bytes, name: str, limits: Limits, root: Path, retry_after_s: int = 1) -> LoadedImage:
+def decode_upload(data: bytes, name: str, limits: Limits, root: Path, retry_after_s: int = 1,
+                  before_decoding: Callable[[int, int], None] | None = None) -> LoadedImage:
     """The upload as the CLI would load it; ApiError with the CLI's sentence: 400 empty or damaged
     (every truncated format alike), 413 over ``limits`` (from the header, nothing decoded), 415 not
-    an image, 503 out of memory."""
+    an image, 503 out of memory. ``before_decoding(width, height)`` (the upright size, from the
+    header) may refuse a large image before it costs its decode."""
     with scratch(root) as folder:
         path = folder / "upload"
         path.write_bytes(data)
+        if before_decoding is not None and data:
+            try:
+                size = upright_size(path)
+            except Exception:  # noqa: BLE001 - no header to judge: load_image says what is wrong
+                size = None
+            # over the decode limits: load_image's 413 comes first; small: decoding costs nothing
+            if size is not None and size[0] * size[1] > limits.small_pixels and limits.refusal(name, *size) is None:
+                before_decoding(*size)
         try:
             return load_image(path, limits)
         except TooManyPixels as exc:
@@ -140,11 +150,12 @@ def prepare(image: LoadedImage, name: str, upscaler, limits: Limits) -> np.ndarr
         return np.ascontiguousarray(np.concatenate(planes, axis=2), dtype=np.float32)
 
 
-def check_size(image: LoadedImage, name: str, model: ModelInfo, resize: bool) -> None:
-    """The input policy's verdict for this upload (the CLI's sentence); 422 when it refuses."""
+def check_size(image: LoadedImage | tuple[int, int], name: str, model: ModelInfo, resize: bool) -> None:
+    """The input policy's verdict for this upload, or its ``(width, height)`` (the CLI's sentence);
+    422 when it refuses."""
     from ..pipeline.policy import Resize, size_verdict
 
-    height, width = image.rgb.shape[:2]
+    width, height = image if isinstance(image, tuple) else image.rgb.shape[1::-1]
     verdict = size_verdict(width, height, facts(model), Resize.ANY if resize else Resize.UP, name=name)
     if not verdict.ok:
         raise api_error(verdict.code, verdict.sentence)
