@@ -14,8 +14,9 @@ Bounded: about (duration x client counts + 15 s) per batch setting.
     python benchmarks/serve_load.py --hostile --duration 20    # the "hostile mix" (issue #23)
 
 ``--hostile``: one server (``--max-batch``'s last value, 8); ``--clients``' first value (8) normal
-clients run alone for ``--duration`` seconds, then again beside 2 clients that post a 4096x4096
-PNG (a flat gradient: ~50 KB on the wire, 200 MB as float pixels) with ``resize=true`` in a loop
+clients run alone for ``--duration`` seconds, then again beside 2 clients that post a ``--large``
+PNG (default 4096x4096, a gradient: ~60 KB on the wire, 200 MB as float pixels; the size rule
+refuses it from its header, while 4096x2048 is decoded and resized) with ``resize=true`` in a loop
 and 2 slow uploaders that send a request's head and then one byte every half second (cut off by
 the server's ``--read-timeout``, 5 s here, then reconnecting). Reported per phase: the normal clients'
 images/s and p50/p95, everyone's status counts, the server's peak resident memory (sampled every
@@ -111,13 +112,13 @@ def drive(url: str, bodies: list[bytes], clients: int, duration: float) -> dict:
     return {"rate": len(latencies) / elapsed, "p50": q[9] * 1000, "p95": q[18] * 1000, "statuses": dict(statuses)}
 
 
-def big_png(side: int = 4096) -> bytes:
-    """A side x side RGB gradient as PNG: small on the wire, large once decoded."""
+def big_png(width: int = 4096, height: int = 4096) -> bytes:
+    """A width x height RGB gradient as PNG: small on the wire, large once decoded."""
     import numpy as np
     from PIL import Image
 
-    ramp = np.linspace(0, 255, side, dtype=np.float32)
-    rgb = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], ramp[None, :] * 0 + 128), axis=2)
+    across, down = np.linspace(0, 255, width, dtype=np.float32), np.linspace(0, 255, height, dtype=np.float32)
+    rgb = np.stack(np.broadcast_arrays(across[None, :], down[:, None], across[None, :] * 0 + 128), axis=2)
     buf = io.BytesIO()
     Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -150,12 +151,13 @@ def slow_upload(url: str, stop: float, statuses: collections.Counter, lock: thre
 def hostile_mix(args) -> None:
     """Normal clients alone, then beside large uploads and slow uploaders (see the module docstring)."""
     bodies = [f.read_bytes() for f in sorted(SAMPLES.glob("*.png"))]
-    big = big_png()
+    width, height = (int(v) for v in args.large.lower().split("x"))
+    big = big_png(width, height)
     clients = args.clients[0]
     proc, url = start_server(args.max_batch[-1], args.max_queue, "--read-timeout", str(args.read_timeout))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; {args.duration:.0f} s per phase, {clients} normal "
           f"clients, --max-batch {args.max_batch[-1]}, --max-queue {args.max_queue}, --read-timeout {args.read_timeout:g}; big upload {len(big):,} bytes "
-          f"(4096x4096)")
+          f"({width}x{height})")
     print("| phase | normal images/s | p50 ms | p95 ms | normal statuses | hostile statuses | peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     try:
@@ -224,6 +226,8 @@ def main() -> None:
     p.add_argument("--hostile", action="store_true", help="the hostile mix: normal clients alone, then beside "
                                                           "2 large uploaders and 2 slow uploaders")
     p.add_argument("--read-timeout", type=float, default=5.0, help="the server's --read-timeout in the hostile mix")
+    p.add_argument("--large", default="4096x4096", help="the large uploads' WxH in the hostile mix (4096x4096: "
+                                                        "refused from its header; 4096x2048: decoded and resized)")
     args = p.parse_args()
     if args.hostile:
         hostile_mix(args)
