@@ -178,6 +178,20 @@ def test_allowed_host_and_cors_origin_open_the_doors(make_client, cached_loader,
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://app.test"
 
 
+def test_which_hosts_name_the_server():
+    loopback, everywhere = ServeConfig(host="127.0.0.1"), ServeConfig(host="0.0.0.0", allowed_hosts=("gpu.lan",))
+    for host in ("127.0.0.1:8000", "localhost", "LOCALHOST:1", "[::1]:8000", "127.0.0.2"):
+        assert loopback.host_allowed(host), host
+    for host in ("", "rebind.evil.example", "192.168.1.5:8000", "localhost.evil.example", "127.0.0.1.nip.io"):
+        assert not loopback.host_allowed(host), host
+    for host in ("192.168.1.5:8000", "[fe80::1]:80", "gpu.lan:8000", "localhost"):
+        assert everywhere.host_allowed(host), host
+    assert not everywhere.host_allowed("rebind.evil.example:8000")
+    assert ServeConfig(host="::1").host_allowed("[::1]:8000")
+    assert loopback.origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000")
+    assert not loopback.origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8000")
+
+
 # -- item 3: slow clients, shutdown ---------------------------------------------------------------
 def test_slow_heads_and_slow_uploads_are_cut_off(server, sample):
     heads = [_slow(server.port, b"POST /v1/upscale HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le") for _ in range(10)]
