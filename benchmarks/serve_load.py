@@ -10,11 +10,23 @@ every client posts a sample glyph, waits for the answer, and posts again (after 
 the server's resident memory before and after, and the in-process ``Upscaler.upscale_batch``
 rate at the same batch size in this process (the ceiling the server's overhead is measured against).
 Bounded: about (duration x client counts + 15 s) per batch setting.
+
+    python benchmarks/serve_load.py --hostile --duration 20    # the "hostile mix" (issue #23)
+
+``--hostile``: one server (``--max-batch``'s last value, 8); ``--clients``' first value (8) normal
+clients run alone for ``--duration`` seconds, then again beside 2 clients that post a ``--large``
+PNG (default 4096x4096, a gradient: ~60 KB on the wire, 200 MB as float pixels; the size rule
+refuses it from its header, while 4096x2048 is decoded and resized) with ``resize=true`` in a loop
+and 2 slow uploaders that send a request's head and then one byte every half second (cut off by
+the server's ``--read-timeout``, 5 s here, then reconnecting). Reported per phase: the normal clients'
+images/s and p50/p95, everyone's status counts, the server's peak resident memory (sampled every
+0.1 s). Bounded: about 2 x duration + 20 s.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import io
 import os
 import socket
 import statistics
@@ -42,9 +54,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def post(url: str, body: bytes) -> tuple[int, float]:
+def post(url: str, body: bytes, query: str = "") -> tuple[int, float]:
     """(status, Retry-After seconds or 0) of one upscale request."""
-    request = urllib.request.Request(url + "/v1/upscale", data=body, headers={"Content-Type": "image/png"})
+    request = urllib.request.Request(url + "/v1/upscale" + query, data=body, headers={"Content-Type": "image/png"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             response.read()
@@ -54,10 +66,11 @@ def post(url: str, body: bytes) -> tuple[int, float]:
         return exc.code, float(exc.headers.get("Retry-After") or 0)
 
 
-def start_server(max_batch: int, max_queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(max_batch: int, max_queue: int, *flags: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gleansr.cli", "serve", "--port", str(port), "--device", "cpu",
-                             "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--log-level", "error"])
+                             "--max-batch", str(max_batch), "--max-queue", str(max_queue), "--log-level", "error",
+                             *flags])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -99,6 +112,93 @@ def drive(url: str, bodies: list[bytes], clients: int, duration: float) -> dict:
     return {"rate": len(latencies) / elapsed, "p50": q[9] * 1000, "p95": q[18] * 1000, "statuses": dict(statuses)}
 
 
+def big_png(width: int = 4096, height: int = 4096) -> bytes:
+    """A width x height RGB gradient as PNG: small on the wire, large once decoded."""
+    import numpy as np
+    from PIL import Image
+
+    across, down = np.linspace(0, 255, width, dtype=np.float32), np.linspace(0, 255, height, dtype=np.float32)
+    rgb = np.stack(np.broadcast_arrays(across[None, :], down[:, None], across[None, :] * 0 + 128), axis=2)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def slow_upload(url: str, stop: float, statuses: collections.Counter, lock: threading.Lock) -> None:
+    """Send a request's head, then one byte of body every 0.5 s until the server answers or cuts
+    the connection; again until ``stop``."""
+    host, port = url.removeprefix("http://").split(":")
+    while time.monotonic() < stop:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: %s\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 1000000\r\n\r\n" % host.encode())
+                s.settimeout(0.5)
+                answer = b""
+                while time.monotonic() < stop:
+                    try:
+                        answer = s.recv(64)
+                        break
+                    except socket.timeout:
+                        s.sendall(b"x")
+                code = int(answer.split()[1]) if answer.startswith(b"HTTP/") else "closed"
+        except OSError:
+            code = "closed"
+        with lock:
+            statuses[f"slow {code}"] += 1
+
+
+def hostile_mix(args) -> None:
+    """Normal clients alone, then beside large uploads and slow uploaders (see the module docstring)."""
+    bodies = [f.read_bytes() for f in sorted(SAMPLES.glob("*.png"))]
+    width, height = (int(v) for v in args.large.lower().split("x"))
+    big = big_png(width, height)
+    clients = args.clients[0]
+    proc, url = start_server(args.max_batch[-1], args.max_queue, "--read-timeout", str(args.read_timeout))
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; {args.duration:.0f} s per phase, {clients} normal "
+          f"clients, --max-batch {args.max_batch[-1]}, --max-queue {args.max_queue}, --read-timeout {args.read_timeout:g}; big upload {len(big):,} bytes "
+          f"({width}x{height})")
+    print("| phase | normal images/s | p50 ms | p95 ms | normal statuses | hostile statuses | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    try:
+        post(url, bodies[0])  # loads the model
+        for phase in ("8 normal alone", "8 normal + 2 large + 2 slow"):
+            hostile: collections.Counter = collections.Counter()
+            lock, stop, peak = threading.Lock(), time.monotonic() + args.duration, [rss_mb(proc.pid)]
+            sampler = threading.Thread(target=_sample_rss, args=(proc.pid, stop, peak))
+            extra = []
+            if "large" in phase:
+                extra = [threading.Thread(target=_loop_big, args=(url, big, stop, hostile, lock)) for _ in range(2)]
+                extra += [threading.Thread(target=slow_upload, args=(url, stop, hostile, lock)) for _ in range(2)]
+            for t in [sampler, *extra]:
+                t.start()
+            r = drive(url, bodies, clients, args.duration)
+            for t in [sampler, *extra]:
+                t.join(args.duration + 60)
+            normal = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+            bad = ", ".join(f"{k}: {v}" for k, v in sorted(hostile.items(), key=str)) or "-"
+            print(f"| {phase} | {r['rate']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {normal} | {bad} | "
+                  f"{peak[0]:.0f} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _loop_big(url: str, big: bytes, stop: float, statuses: collections.Counter, lock: threading.Lock) -> None:
+    while time.monotonic() < stop:
+        status, retry = post(url, big, "?resize=true")
+        with lock:
+            statuses[f"large {status}"] += 1
+        if retry:
+            time.sleep(retry)
+
+
+def _sample_rss(pid: int, stop: float, peak: list[float]) -> None:
+    while time.monotonic() < stop:
+        peak[0] = max(peak[0], rss_mb(pid))
+        time.sleep(0.1)
+
+
 def in_process_rate(batch: int, seconds: float = 5.0) -> float:
     """Images/s of Upscaler.upscale_batch on the glyph samples, ``batch`` images per call."""
     import numpy as np
@@ -123,7 +223,15 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--max-queue", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--hostile", action="store_true", help="the hostile mix: normal clients alone, then beside "
+                                                          "2 large uploaders and 2 slow uploaders")
+    p.add_argument("--read-timeout", type=float, default=5.0, help="the server's --read-timeout in the hostile mix")
+    p.add_argument("--large", default="4096x4096", help="the large uploads' WxH in the hostile mix (4096x4096: "
+                                                        "refused from its header; 4096x2048: decoded and resized)")
     args = p.parse_args()
+    if args.hostile:
+        hostile_mix(args)
+        return
     bodies = [f.read_bytes() for f in sorted(SAMPLES.glob("*.png"))]
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; {args.duration:.0f} s per row, --max-queue {args.max_queue}")
     print("| max batch | clients | images/s | p50 ms | p95 ms | statuses | RSS before -> after (MB) | in-process images/s |")

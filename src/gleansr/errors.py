@@ -151,3 +151,8 @@ def require_file(path: str | os.PathLike[str], what: str, takes: str = "") -> Pa
     if kind == "missing":
         raise GleanError(f"{what} {path} does not exist{hint}")
     raise GleanError(f"{what} {path} is {kind}, not a file{hint}")
+
+
+class OutOfMemory(GleanError):
+    """An allocation failed while decoding, resizing or running one input: the machine is short of
+    memory now (other work, a limit), which a retry or a smaller input may avoid."""

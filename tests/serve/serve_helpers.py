@@ -71,7 +71,8 @@ def make_client():
     clients = []
 
     def make(loader=None, **config):
-        client = TestClient(create_app(ServeConfig(device="cpu", **config), loader=loader))
+        client = TestClient(create_app(ServeConfig(device="cpu", **config), loader=loader),
+                            base_url="http://127.0.0.1:8000")  # a Host the server answers to
         clients.append(client.__enter__())
         return client
 
@@ -145,6 +146,9 @@ class Gate:
         if not self.open.wait(30):
             raise RuntimeError("the test never opened the gate")
         return self.upscaler.upscale_batch(images, batch_size=batch_size)
+
+    def prepare(self, image, name):
+        return self.upscaler.prepare(image, name)
 
     def load(self, name, precision):
         return self

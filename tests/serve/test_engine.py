@@ -150,7 +150,8 @@ def test_a_client_that_disconnects_leaves_no_job_and_no_files(make_client, glyph
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/v1/upscale", "raw_path": b"/v1/upscale", "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(sample)).encode())],
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"image/png"),
+                             (b"content-length", str(len(sample)).encode())],
              "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
     asyncio.run(app(scope, receive, send))
     assert engine.stats["disconnected"] == 1 and engine.stats["dropped"] == 1 and engine.pending() == 0

@@ -82,7 +82,7 @@ def test_serve_help_and_bad_flags():
     assert "--host" in help_text and "127.0.0.1" in help_text and "--cors-origin" in help_text
     bad = subprocess.run([sys.executable, "-m", "gleansr.cli", "serve", "--max-queue", "0"], capture_output=True,
                          text=True)
-    assert bad.returncode == 2 and bad.stderr.strip() == "gleansr: error: --max-queue must be at least 1"
+    assert bad.returncode == 2 and bad.stderr.strip() == "gleansr: error: --max-queue must be at least 1, got 0"
     typo = subprocess.run([sys.executable, "-m", "gleansr.cli", "serve", "--model", "glean_glyph_8x"],
                           capture_output=True, text=True)
     assert typo.returncode == 2 and "did you mean 'glean_glyphs_8x'?" in typo.stderr

@@ -29,6 +29,7 @@ from PIL import Image, features
 from ..atomic import atomic_write_bytes
 from ..errors import ImageError
 from ._encode16 import png16_bytes, tiff16_bytes
+from .limits import DEFAULT_LIMITS, Limits, decode_slot, memory_guard
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,14 @@ def _reading(path: Path) -> Iterator[None]:
         raise ImageError(f"cannot read image {path}: it is a folder") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"cannot read image {path}: not an image file Pillow can decode") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"cannot read image {path}: too large ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        try:
+            width, height = header_size(path)
+            size = f"it is {width}x{height} ({width * height:,} pixels), "
+        except Exception:  # noqa: BLE001 - an image already open, or gone: the sentence goes without its size
+            size = ""
+        raise ImageError(f"cannot read image {path}: {size}too large for Pillow's decompression-bomb limit "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,})") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"cannot read image {path}: truncated or corrupt ({reason})") from None
@@ -204,17 +211,73 @@ def _exif_to_carry(im: Image.Image, exif: Image.Exif) -> bytes | None:
         return None
 
 
-def load_image(path: str | os.PathLike[str]) -> LoadedImage:
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) from the file's header, nothing decoded, whatever Pillow's own
+    decompression-bomb limit says (its plugins read the header; :class:`Limits` judges it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Image.DecompressionBombError:  # over twice Pillow's limit: ask its plugins directly
+            pass
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for factory, accept in Image.OPEN.values():
+            accepted = accept is None or accept(prefix)
+            if accepted and not isinstance(accepted, str):
+                fp.seek(0)
+                with contextlib.suppress(SyntaxError, IndexError, TypeError, struct.error):
+                    return factory(fp, str(path)).size
+    raise Image.UnidentifiedImageError(f"cannot identify image file {path}")
+
+
+def upright_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) as :func:`load_image` will give them (turned by an EXIF orientation the
+    header carries), from the header alone: what a size rule can judge before anything is decoded."""
+    width, height = header_size(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with contextlib.suppress(Exception), Image.open(path) as im:  # no orientation known: as stored
+            exif = Image.Exif()
+            if im.info.get("exif"):  # JPEG, WebP, PNG with eXIf before its pixels: read at open
+                exif.load(im.info["exif"])
+            elif im.format == "TIFF":
+                exif = im.getexif()  # the tags are the header
+            if exif.get(_ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                return height, width
+    return width, height
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts as a format Pillow reads starts (its plugins' signatures), whole or
+    not: a damaged image and a file that is no image at all deserve different answers."""
+    Image.init()
+    prefix = data[:16]
+    for _factory, accept in Image.OPEN.values():
+        with contextlib.suppress(Exception):  # a plugin's check on too short a prefix
+            hit = accept is not None and accept(prefix)
+            if hit and not isinstance(hit, str):
+                return True
+    return False
+
+
+def load_image(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> LoadedImage:
     """Read any image Pillow decodes (first frame of animations) into a LoadedImage.
 
     Raises ImageError naming the file if it is missing, empty, not an image, truncated, corrupt,
-    or larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    or larger than ``limits`` allow (:class:`~gleansr.pipeline.limits.TooManyPixels`, judged from
+    the header before anything is decoded) or than Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``); :class:`~gleansr.errors.OutOfMemory` if decoding runs out of
+    memory. At most ``limits.max_decodes`` large decodes run at once in this process.
     """
     path = Path(path)
     with _reading(path):
         if path.is_file() and path.stat().st_size == 0:
             raise ImageError(f"cannot read image {path}: the file is empty")
-        with Image.open(path) as im:
+        width, height = header_size(path)
+        limits.check(str(path), width, height)
+        with decode_slot(limits, width * height), memory_guard(f"decode {path}"), Image.open(path) as im:
             return _read(im, path)
 
 

@@ -1,9 +1,13 @@
 """The web app and HTTP API (FastAPI): routes, error answers, the static page.
 
-``create_app(config)`` builds the application; ``gleansr serve`` runs it with uvicorn. One
-request: read the body (capped), sniff and decode the image as the CLI would, refuse inputs
-larger than the model's unless ``resize``, queue it on the :class:`~.engine.Engine`, wait (time
-limit, client disconnect), encode PNG. With ``faces=true`` a face model restores a whole photo
+``create_app(config)`` builds the application; ``gleansr serve`` runs it with uvicorn
+(:mod:`.server`). Every request must name this server in its ``Host`` (DNS rebinding) and a
+state-changing one may come only from this server's own page or a ``--cors-origin``. One
+upload: read the body (capped in size and in time), parse a multipart form in a worker thread
+(capped in parts), decode the image as the CLI would (its header judged by the decode limits
+first) and crop/resize it to the model's input in a worker thread under a decode slot, refuse
+inputs larger than the model's unless ``resize``, queue it on the :class:`~.engine.Engine`,
+wait (time limit, client disconnect), encode PNG. With ``faces=true`` a face model restores a whole photo
 (``Upscaler.upscale_photo``): no input-size refusal, one photo per run. Nothing is written outside
 one private temporary folder.
 """
@@ -16,7 +20,6 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +31,23 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from ..errors import GleanError, WeightsError
+from ..errors import GleanError, OutOfMemory, WeightsError
 from ..pipeline.face_detect import check_installed as check_faces_installed
-from ..pipeline.images import LoadedImage, encode_image
-from ..pipeline.policy import face_model_verdict
+from ..pipeline.images import encode_image
+from ..pipeline.policy import Refusal, face_model_verdict
 from . import uploads
 from .catalog import ModelInfo, default_model, facts, find_model, model_catalog, precisions
 from .config import ServeConfig
 from .engine import Engine, Job, QueueFull
-from .errors import ApiError, api_error
+from .errors import CODES, ApiError, api_error, echo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_UPLOAD_TYPES = ("application/octet-stream", "image/", "multipart/form-data")
 _CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'"
 
 
@@ -58,30 +64,20 @@ def _default_loader(device: str):
     return load
 
 
-def _remembering(loader, built: weakref.WeakValueDictionary):
-    """``loader`` keeping a weak reference to each upscaler it builds, by (name, precision), so a
-    request can ask the very upscaler that ran it what the model saw (gone once the engine drops it)."""
-    def load(name: str, precision: str):
-        built[name, precision] = upscaler = loader(name, precision)
-        return upscaler
-    return load
-
-
 def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
     """The application; ``loader(name, precision)`` builds an Upscaler (default: from the zoo) that
     resizes any input (``resize="any"``): the size check is the server's, per request."""
-    upscalers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # what the engine holds loaded
-    engine = Engine(_remembering(loader or _default_loader(config.device), upscalers), device=config.device,
-                    max_models=config.max_models, max_queue=config.max_queue, max_batch=config.max_batch,
-                    batch_wait_s=config.batch_wait_ms / 1000)
+    engine = Engine(loader or _default_loader(config.device), device=config.device, max_models=config.max_models,
+                    max_queue=config.max_queue, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000)
     temp_root = Path(tempfile.mkdtemp(prefix="gleansr-serve-"))  # mode 0700: this user's only
 
     @asynccontextmanager
     async def lifespan(_app):
+        asyncio.get_running_loop().set_exception_handler(_quiet_resource_errors)
         try:
             yield
         finally:
-            engine.close()
+            engine.close(timeout=config.shutdown_timeout_s)
             shutil.rmtree(temp_root, ignore_errors=True)
 
     # /openapi.json is the API's description; FastAPI's /docs and /redoc pages load their scripts from
@@ -90,10 +86,10 @@ def create_app(config: ServeConfig = ServeConfig(), loader=None) -> FastAPI:
                   description="GLEAN super-resolution on this machine. Errors are JSON: "
                               '`{"error": {"code": "stable_code", "message": "one sentence"}}`.')
     app.state.config, app.state.engine, app.state.temp_root = config, engine, temp_root
-    app.state.upscalers = upscalers
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["*"])
+    app.add_middleware(_Guard, config=config)
     app.add_middleware(_SecurityHeaders)
     _add_error_handlers(app)
     _add_routes(app)
@@ -115,6 +111,52 @@ class _SecurityHeaders:
                                        (b"content-security-policy", _CSP.encode())]
             await send(message)
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+_RESOURCE_ERRORS = {"count": 0, "logged": 0.0}
+
+
+def _quiet_resource_errors(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's errors, with running out of file descriptors or memory as one line per
+    10 s (asyncio retries accepting on its own, up to thousands of times a second, each
+    with a traceback) instead of a flood."""
+    exc = context.get("exception")
+    if not isinstance(exc, (OSError, MemoryError)) or isinstance(exc, ConnectionError):
+        loop.default_exception_handler(context)
+        return
+    _RESOURCE_ERRORS["count"] += 1
+    if time.monotonic() - _RESOURCE_ERRORS["logged"] > 10:
+        _RESOURCE_ERRORS["logged"] = time.monotonic()
+        log.error("%s: %s (%d times so far)", context.get("message", "event loop"), exc, _RESOURCE_ERRORS["count"])
+
+
+class _Guard:
+    """Refuses, before any route runs: a ``Host`` that does not name this server (403
+    ``host_not_allowed``: DNS rebinding, a misdirected proxy) and a state-changing request whose
+    ``Origin`` is neither this server's page nor a ``--cors-origin`` (403 ``origin_not_allowed``:
+    another site's page posting here)."""
+
+    def __init__(self, app, config: ServeConfig):
+        self.app, self.config = app, config
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            host, origin = headers.get("host", ""), headers.get("origin")
+            error = None
+            if not self.config.host_allowed(host):
+                error = api_error("host_not_allowed", f"this server does not answer to the host {echo(host)}; "
+                                                      "ask for it by its address, or start it with --allowed-host")
+            elif scope["method"] not in _SAFE_METHODS and origin is not None \
+                    and not self.config.origin_allowed(origin, host):
+                error = api_error("origin_not_allowed", f"pages from {echo(origin)} may not use this server; "
+                                                        "start it with --cors-origin to allow them")
+            if error is not None:
+                response = _error_response(error)
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error_response(err: ApiError) -> JSONResponse:
@@ -203,27 +245,46 @@ class _Ask:
     photo_scale: int | None  # faces=true: a whole photo, upscaled by this factor
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it exceeds ``limit`` bytes."""
-    too_large = api_error("upload_too_large", f"the upload is larger than this server accepts ({limit:,} bytes)")
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request body, refused as soon as it exceeds ``limit`` bytes (413) or takes more than
+    ``seconds`` to arrive (408: a slow client holds a connection, not the server)."""
+    too_large = api_error("upload_too_large", f"the upload is larger than this server accepts ({limit:,} bytes)",
+                          {"Connection": "close"})
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        log.info("%s: upload not received within %g s (%s bytes so far); answered 408", _client(request),
+                 seconds, f"{len(body):,}")
+        raise api_error("upload_timeout", f"the upload did not arrive within {seconds:g} s; send it at once",
+                        {"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise _ClientGone(f"went away during its upload ({len(body):,} bytes received)") from None
     return bytes(body)
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
 
 
 async def _parse(request: Request, config: ServeConfig, params: dict) -> _Ask:
     """The upload and its parameters from a raw or multipart request."""
-    body = await _read_body(request, config.max_upload_bytes)
     content_type = request.headers.get("content-type", "")
+    if content_type and not content_type.lower().startswith(_UPLOAD_TYPES):
+        raise api_error("unsupported_media_type", f"the upload's Content-Type is {echo(content_type)}; send the "
+                                                  "image as image/*, application/octet-stream or multipart/form-data")
+    body = await _read_body(request, config.max_upload_bytes, config.read_timeout_s)
     filename = None
-    if content_type.startswith("multipart/form-data"):
-        body, filename, fields = uploads.parse_multipart(body, content_type)
+    if content_type.lower().startswith("multipart/form-data"):
+        body, filename, fields = await run_in_threadpool(uploads.parse_multipart, body, content_type,
+                                                         config.max_parts)
         if body is None:
             raise api_error("bad_request", "the multipart upload has no file part (name it 'image')")
         params = {**params, **{k: v for k, v in fields.items() if k in params}}
@@ -236,11 +297,11 @@ async def _parse(request: Request, config: ServeConfig, params: dict) -> _Ask:
     except GleanError as exc:
         raise api_error("unknown_model", str(exc)) from None
     if not info.present:
-        raise api_error("model_unavailable", f"the weights of {name} are not installed on this server; download them "
-                                             f"once (`gleansr upscale --model {name} --download IMAGE`) and retry")
+        raise api_error("model_unavailable", f"the weights of {info.name} are not installed on this server; download them "
+                                             f"once (`gleansr upscale --model {info.name} --download IMAGE`) and retry")
     precision = params["precision"] or config.precision
     if precision not in precisions():
-        raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {precision!r}")
+        raise api_error("bad_parameter", f"precision must be one of {', '.join(precisions())}, got {echo(precision)}")
     filename = filename or urllib.parse.unquote(request.headers.get("x-filename", ""))  # percent-encoded: any name
     return _Ask(body, uploads.display_name(filename), info, precision, uploads.parse_bool("resize", params["resize"]),
                 _photo_scale(params, info))
@@ -282,7 +343,8 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
-    """The job's result; cancels the job when the client goes away or the time limit passes."""
+    """The job's result, or the exception its run raised; cancels the job when the client goes
+    away or the time limit passes."""
     result = asyncio.wrap_future(job.future)
     gone = asyncio.ensure_future(_wait_disconnect(request))
     try:
@@ -291,11 +353,10 @@ async def _wait(request: Request, engine: Engine, job: Job, deadline: float):
     finally:
         gone.cancel()
     if result in done:
-        return result.result()
+        return result.exception() or result.result()
     engine.cancel(job)
     if gone in done:
-        engine.stats["disconnected"] += 1
-        raise _ClientGone
+        raise _ClientGone("went away while its image waited or ran")
     engine.stats["timed_out"] += 1
     raise api_error("timeout", "the request took longer than this server's time limit; retry when it is less busy")
 
@@ -304,45 +365,31 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     start = time.perf_counter()
     deadline = start + config.timeout_s
     show_input = uploads.parse_bool("model_input", params["model_input"])
-    ask = await _parse(request, config, params)
-    name, info, root = ask.name, ask.info, request.app.state.temp_root
-    image = await run_in_threadpool(uploads.decode_upload, ask.data, name, config.max_pixels, root)
-    if ask.photo_scale:
-        _check_output(image, ask, config.max_output_pixels)
-    else:
-        uploads.check_size(image, name, info, ask.resize)
-    decoded = time.perf_counter()
     try:
-        job = engine.submit(info.name, ask.precision, uploads.to_array(image), ask.photo_scale)
-    except QueueFull:
-        raise api_error("queue_full", "the server is busy (its queue is full); retry in a moment",
-                        {"Retry-After": str(config.retry_after_s)}) from None
-    try:
-        result = await _wait(request, engine, job, deadline)
-    except _ClientGone:
+        ask = await _parse(request, config, params)
+        if engine.pending() >= config.max_queue:  # full already: no decoding for a job that cannot wait
+            raise _queue_full(config)
+        image, array = await run_in_threadpool(_decode_and_prepare, ask, config, engine, request.app.state.temp_root)
+        decoded = time.perf_counter()
+        try:
+            job = engine.submit(ask.info.name, ask.precision, array, ask.photo_scale)
+        except QueueFull:
+            raise _queue_full(config) from None
+        result = await _result(await _wait(request, engine, job, deadline), ask, config)
+    except _ClientGone as gone:
+        engine.stats["disconnected"] += 1
+        log.info("%s %s", _client(request), gone)  # one line: a client that leaves is not an error
         return Response(status_code=499)
-    except WeightsError as exc:  # this server's weights, not the request: no path of ours in the answer
-        log.error("%s", exc)
-        raise api_error("weights_unavailable", exc.public) from None
-    except GleanError as exc:
-        raise api_error("input_rejected", str(exc)) from None
-    except ApiError:
-        raise
-    except Exception:  # noqa: BLE001 - logged here; the client gets one sentence, never a trace
-        log.exception("upscaling %s with %s failed", name, info.name)
-        raise api_error("internal_error", "the model run failed on the server; its log has the details") from None
     ran = time.perf_counter()
     faces = None
     if ask.photo_scale:  # a FaceResult: the photo, and how many faces the model restored
         result, faces = result.image, len(result.restored)
     png = await run_in_threadpool(uploads.encode_png, result, image)
-    headers = _result_headers(info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
+    headers = _result_headers(ask.info, ask.precision, image, result, job, (start, decoded, ran, time.perf_counter()))
     if faces is not None:
         headers["X-Gleansr-Faces"] = str(faces)
     elif show_input:
-        upscaler = request.app.state.upscalers.get((info.name, ask.precision))
-        if upscaler is not None:  # else unloaded since it ran (more models asked for than --max-models)
-            headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, image, upscaler, name)
+        headers["X-Gleansr-Model-Input"] = await run_in_threadpool(_model_input_uri, array)
     return Response(png, media_type="image/png", headers=headers)
 
 
@@ -350,15 +397,78 @@ _MODEL_INPUT_DOC = ("true: add the image the model saw (after crop and resize to
                     "X-Gleansr-Model-Input header; not with faces=true")
 
 
-def _model_input_uri(image: LoadedImage, upscaler, name: str) -> str:
-    """What the model saw of ``image`` (after crop and resize), asked of the upscaler that ran it with
-    the array the engine gave it, as a ``data:image/png;base64,...`` URI (8-bit, no metadata): the
+def _model_input_uri(seen) -> str:
+    """What the model saw: the array the request queued (cropped and resized to the model's input
+    by the upscaler that ran it), as a ``data:image/png;base64,...`` URI (8-bit, no metadata): the
     page's *before* view."""
     from ..pipeline.inmemory import to_loaded
 
-    seen = upscaler.prepare(to_loaded(uploads.to_array(image)), name).image
+    seen = to_loaded(seen)
     png = encode_image(seen.rgb, ".png", seen.alpha, bit_depth=8, grayscale=seen.grayscale)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _decode_and_prepare(ask: _Ask, config: ServeConfig, engine: Engine, root: Path):
+    """(the decoded upload, the array to queue) in a worker thread: the size rule (a large image
+    judged from its header, before its decode), decoding, and the crop and resize to the model's
+    input, each under a decode slot and never under the device lock."""
+    judge = None if ask.photo_scale else lambda w, h: uploads.check_size((w, h), ask.name, ask.info, ask.resize)
+    image = uploads.decode_upload(ask.data, ask.name, config.limits, root, config.retry_after_s, judge)
+    if ask.photo_scale:
+        _check_output(image, ask, config.max_output_pixels)
+        return image, uploads.to_array(image)
+    uploads.check_size(image, ask.name, ask.info, ask.resize)
+    try:
+        upscaler = engine.upscaler(ask.info.name, ask.precision)
+    except OutOfMemory as exc:
+        raise _out_of_memory(exc, config) from None
+    except GleanError as exc:
+        raise _weights_unavailable(exc, ask) from None
+    try:
+        return image, uploads.prepare(image, ask.name, upscaler, config.limits)
+    except OutOfMemory as exc:
+        raise _out_of_memory(exc, config) from None
+    except Refusal as exc:
+        raise api_error(exc.code if exc.code in CODES else "input_rejected", exc.sentence) from None
+    except GleanError as exc:
+        raise api_error("input_rejected", str(exc)) from None
+
+
+def _weights_unavailable(exc: GleanError, ask: _Ask) -> ApiError:
+    """A model that cannot be loaded is this server's problem, not the request's: 503, logged in
+    full, answered without the server's paths (WeightsError's ``public`` sentence, else a generic one)."""
+    log.error("cannot load %s (%s): %s", ask.info.name, ask.precision, exc)
+    public = exc.public if isinstance(exc, WeightsError) else (
+        f"the model {ask.info.name} cannot be loaded on this server (its weights are unusable); its operator "
+        "finds the reason in the server's log")
+    return api_error("weights_unavailable", public)
+
+
+def _queue_full(config: ServeConfig) -> ApiError:
+    return api_error("queue_full", "the server is busy (its queue is full); retry in a moment",
+                     {"Retry-After": str(config.retry_after_s)})
+
+
+def _out_of_memory(exc: Exception, config: ServeConfig) -> ApiError:
+    return api_error("out_of_memory", str(exc), {"Retry-After": str(config.retry_after_s)})
+
+
+async def _result(outcome, ask: _Ask, config: ServeConfig):
+    """The model's result, or the model run's failure as one sentence (the trace goes to the log)."""
+    if not isinstance(outcome, BaseException):
+        return outcome
+    if isinstance(outcome, ApiError):
+        raise outcome
+    if isinstance(outcome, (MemoryError, OutOfMemory)):
+        log.error("out of memory upscaling %s with %s: %s", ask.name, ask.info.name, outcome)
+        raise api_error("out_of_memory", f"the server ran out of memory upscaling {ask.name}; retry in a moment",
+                        {"Retry-After": str(config.retry_after_s)})
+    if isinstance(outcome, WeightsError):  # the model was unloaded and loaded again for this run
+        raise _weights_unavailable(outcome, ask)
+    if isinstance(outcome, GleanError):
+        raise api_error("input_rejected", str(outcome))
+    log.error("upscaling %s with %s failed", ask.name, ask.info.name, exc_info=outcome)
+    raise api_error("internal_error", "the model run failed on the server; its log has the details")
 
 
 def _result_headers(info: ModelInfo, precision: str, image, result, job: Job, marks: tuple) -> dict[str, str]:

@@ -44,9 +44,10 @@ def find_model(name: str, catalog: dict[str, ModelInfo]) -> ModelInfo:
     if name in catalog:
         return catalog[name]
     from ..zoo import did_you_mean
+    from .errors import echo
 
-    raise GleanError(f"unknown model {name!r}; {did_you_mean(name, catalog)}GET /v1/models lists the models "
-                     "this server offers")
+    hint = did_you_mean(name, catalog) if len(name) <= 100 else ""  # a long name is no typo of a short one
+    raise GleanError(f"unknown model {echo(name)}; {hint}GET /v1/models lists the models this server offers")
 
 
 def default_model() -> str | None:

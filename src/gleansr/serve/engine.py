@@ -1,7 +1,7 @@
 """Model runs for the server: a bounded queue, one worker per device, batching, an LRU of models.
 
 Requests for the same model and precision that are waiting together go through the model in one
-forward pass. Only one model run is in flight per device (a process-wide lock per device name),
+forward pass; when that pass fails, each job is run again alone, so one bad input fails only itself. Only one model run is in flight per device (a process-wide lock per device name),
 models are loaded on first use and the least recently used one is dropped beyond ``max_models``.
 A whole photo with faces (``photo_scale`` set) runs alone: its face crops are the model's batch.
 A cancelled job (its client went away or timed out) is taken out of the queue and never runs.
@@ -70,6 +70,7 @@ class Engine:
         self._models: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
+        self._loading = threading.Lock()  # models load one at a time, outside the device lock
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"gleansr-serve-{device}", daemon=True)
         self._worker.start()
@@ -106,8 +107,13 @@ class Engine:
         with self._cond:
             return [f"{name} ({precision})" for name, precision in self._models]
 
-    def close(self) -> None:
-        """Stop the worker; waiting jobs are cancelled."""
+    def upscaler(self, model: str, precision: str) -> Any:
+        """The loaded model (loaded now if needed): requests prepare their inputs with it
+        (``prepare``: crop and resize) in their own thread, outside the device lock."""
+        return self._model((model, precision))
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop the worker, waiting up to ``timeout`` seconds for a run in progress; waiting jobs are cancelled."""
         with self._cond:
             self._closed = True
             waiting = list(self._queue)
@@ -115,7 +121,7 @@ class Engine:
             self._cond.notify_all()
         for job in waiting:
             job.future.cancel()
-        self._worker.join(timeout=30)
+        self._worker.join(timeout=timeout)
 
     # -- the worker side ----------------------------------------------------------------------
     def _next_batch(self) -> list[Job]:
@@ -148,31 +154,38 @@ class Engine:
                 self._run(batch)
 
     def _model(self, key: tuple[str, str]) -> Any:
-        if key in self._models:
-            self._models.move_to_end(key)
-            return self._models[key]
-        while len(self._models) >= self.max_models:
+        with self._loading:
             with self._cond:
-                dropped, _ = self._models.popitem(last=False)
-            log.info("unloaded %s (%s): more than %d models", *dropped, self.max_models)
-        upscaler = self.loader(*key)
-        with self._cond:
-            self._models[key] = upscaler
-        return upscaler
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+                while len(self._models) >= self.max_models:
+                    dropped, _ = self._models.popitem(last=False)
+                    log.info("unloaded %s (%s): more than %d models", *dropped, self.max_models)
+            upscaler = self.loader(*key)
+            with self._cond:
+                self._models[key] = upscaler
+            return upscaler
+
+    def _forward(self, batch: list[Job]) -> list:
+        """Results (or the exception) of one pass of ``batch`` through its model, under the device lock."""
+        try:
+            with device_lock(self.device):
+                upscaler = self._model(batch[0].key)
+                if batch[0].photo_scale:
+                    return [upscaler.upscale_photo(batch[0].image, batch[0].photo_scale)]
+                return list(upscaler.upscale_batch([j.image for j in batch], batch_size=len(batch)))
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
+            return [exc] * len(batch)
 
     def _run(self, batch: list[Job]) -> None:
         start = time.perf_counter()
         for job in batch:
             job.started, job.batch_size = start, len(batch)
-        try:
-            with device_lock(self.device):
-                upscaler = self._model(batch[0].key)
-                if batch[0].photo_scale:
-                    results = [upscaler.upscale_photo(batch[0].image, batch[0].photo_scale)]
-                else:
-                    results = upscaler.upscale_batch([j.image for j in batch], batch_size=len(batch))
-        except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
-            results = [exc] * len(batch)
+        results = self._forward(batch)
+        if len(batch) > 1 and isinstance(results[0], Exception):  # which job failed it? each alone
+            self.stats["split"] += 1
+            results = [self._forward([job])[0] for job in batch]
         run_s = time.perf_counter() - start
         self.stats["batches"] += 1
         for job, result in zip(batch, results):

@@ -6,21 +6,20 @@ message (the client's file name stands in for the path; it is never used on disk
 """
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
-from ..errors import ImageError
-from ..pipeline.images import LoadedImage, encode_image, load_image
+from ..errors import ImageError, OutOfMemory
+from ..pipeline.images import LoadedImage, encode_image, load_image, looks_like_image, upright_size
+from ..pipeline.limits import Limits, TooManyPixels, decode_slot, memory_guard
 from .catalog import ModelInfo, facts
-from .errors import api_error
+from .errors import api_error, echo
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
@@ -46,7 +45,7 @@ def parse_bool(name: str, value: str | None) -> bool:
     text = (value or "").strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise api_error("bad_parameter", f"{name} must be true or false, got {value!r}")
+    raise api_error("bad_parameter", f"{name} must be true or false, got {echo(value)}")
 
 
 def parse_scale(value: str | None) -> int | None:
@@ -55,12 +54,13 @@ def parse_scale(value: str | None) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise api_error("bad_parameter", f"scale must be an integer of at least 1, got {value!r}")
+        raise api_error("bad_parameter", f"scale must be an integer of at least 1, got {echo(value)}")
     return int(text)
 
 
-def parse_multipart(body: bytes, content_type: str) -> tuple[bytes | None, str | None, dict[str, str]]:
-    """(image bytes, its file name, the text fields) of a multipart/form-data body, in memory."""
+def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> tuple[bytes | None, str | None, dict[str, str]]:
+    """(image bytes, its file name, the text fields) of a multipart/form-data body, in memory; 413
+    as soon as it has more than ``max_parts`` parts. CPU-bound: the server calls it in a worker thread."""
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -75,8 +75,14 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[bytes | None, str |
         field.clear()
         value.clear()
 
+    def part_begin() -> None:
+        if len(parts) >= max_parts:
+            raise api_error("too_many_parts", f"the multipart upload has more than {max_parts} parts; send the "
+                                              "image and at most a few fields")
+        parts.append({"headers": {}, "data": bytearray()})
+
     parser = MultipartParser(boundary, {
-        "on_part_begin": lambda: parts.append({"headers": {}, "data": bytearray()}),
+        "on_part_begin": part_begin,
         "on_header_field": lambda d, s, e: field.extend(d[s:e]),
         "on_header_value": lambda d, s, e: value.extend(d[s:e]),
         "on_header_end": header_end,
@@ -100,41 +106,56 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[bytes | None, str |
     return image, filename, fields
 
 
-def _sniff(data: bytes, name: str, max_pixels: int) -> bool:
-    """True when Pillow recognises the content (whatever the name says); 413 on too many pixels,
-    judged from the header before anything is decoded."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except Image.DecompressionBombError:
-        width = height = max_pixels + 1
-    except Exception:  # noqa: BLE001 - anything Pillow cannot open: load_image says why
-        return False
-    if width * height > max_pixels:
-        raise api_error("too_many_pixels", f"{name} is {width}x{height} ({width * height:,} pixels), more than "
-                                           f"this server accepts ({max_pixels:,})")
-    return True
-
-
-def decode_upload(data: bytes, name: str, max_pixels: int, root: Path) -> LoadedImage:
-    """The upload as the CLI would load it; ApiError (400/413/415) with the CLI's sentence."""
-    known = bool(data) and _sniff(data, name, max_pixels)
+def decode_upload(data: bytes, name: str, limits: Limits, root: Path, retry_after_s: int = 1,
+                  before_decoding: Callable[[int, int], None] | None = None) -> LoadedImage:
+    """The upload as the CLI would load it; ApiError with the CLI's sentence: 400 empty or damaged
+    (every truncated format alike), 413 over ``limits`` (from the header, nothing decoded), 415 not
+    an image, 503 out of memory. ``before_decoding(width, height)`` (the upright size, from the
+    header) may refuse a large image before it costs its decode."""
     with scratch(root) as folder:
         path = folder / "upload"
         path.write_bytes(data)
+        if before_decoding is not None and data:
+            try:
+                size = upright_size(path)
+            except Exception:  # noqa: BLE001 - no header to judge: load_image says what is wrong
+                size = None
+            # over the decode limits: load_image's 413 comes first; small: decoding costs nothing
+            if size is not None and size[0] * size[1] > limits.small_pixels and limits.refusal(name, *size) is None:
+                before_decoding(*size)
         try:
-            return load_image(path)
+            return load_image(path, limits)
+        except TooManyPixels as exc:
+            raise api_error("too_many_pixels", str(exc).replace(str(path), name)) from None
+        except OutOfMemory as exc:
+            raise api_error("out_of_memory", str(exc).replace(str(path), name),
+                            {"Retry-After": str(retry_after_s)}) from None
         except ImageError as exc:
             message = str(exc).replace(str(path), name)
-            code = "empty_upload" if not data else "invalid_image" if known else "not_an_image"
+            code = "empty_upload" if not data else "invalid_image" if looks_like_image(data) else "not_an_image"
             raise api_error(code, message) from None
 
 
-def check_size(image: LoadedImage, name: str, model: ModelInfo, resize: bool) -> None:
-    """The input policy's verdict for this upload (the CLI's sentence); 422 when it refuses."""
+def prepare(image: LoadedImage, name: str, upscaler, limits: Limits) -> np.ndarray:
+    """The image cropped and resized to the model's input by ``upscaler.prepare`` (the CLI's rule;
+    :class:`~gleansr.pipeline.policy.Refusal` when the policy says no),
+    as the float32 (H, W, C) array the engine queues (C = 1|2 gray(+alpha), 3|4 RGB(+alpha)).
+    Runs in the request's worker thread under a decode slot, so the model's device lock covers
+    only the model."""
+    with decode_slot(limits, image.rgb.shape[0] * image.rgb.shape[1]), memory_guard(f"resize {name}"):
+        small = upscaler.prepare(image, name).image
+        planes = [small.rgb[..., :1] if image.grayscale else small.rgb]
+        if small.alpha is not None:
+            planes.append(small.alpha[..., None])
+        return np.ascontiguousarray(np.concatenate(planes, axis=2), dtype=np.float32)
+
+
+def check_size(image: LoadedImage | tuple[int, int], name: str, model: ModelInfo, resize: bool) -> None:
+    """The input policy's verdict for this upload, or its ``(width, height)`` (the CLI's sentence);
+    422 when it refuses."""
     from ..pipeline.policy import Resize, size_verdict
 
-    height, width = image.rgb.shape[:2]
+    width, height = image if isinstance(image, tuple) else image.rgb.shape[1::-1]
     verdict = size_verdict(width, height, facts(model), Resize.ANY if resize else Resize.UP, name=name)
     if not verdict.ok:
         raise api_error(verdict.code, verdict.sentence)
@@ -151,8 +172,10 @@ def to_array(image: LoadedImage) -> np.ndarray:
 
 
 def encode_png(result: np.ndarray, source: LoadedImage) -> bytes:
-    """The SR array (uint8/uint16, as :func:`to_array` gave) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
-    result = result.astype(np.float32) / np.iinfo(result.dtype).max
+    """The SR array (float in [0, 1] as :func:`prepare` gives, or uint8/uint16 as :func:`to_array`
+    gives) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
+    if result.dtype.kind in "ui":
+        result = result.astype(np.float32) / np.iinfo(result.dtype).max
     colour = result[..., : 3 if result.shape[2] >= 3 else 1]
     rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
     alpha = result[..., -1] if result.shape[2] in (2, 4) else None
