@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gleansr.commands.eval import _read_hr, _read_lr
-from gleansr.imaging.convert import tensor_to_uint8
 from gleansr.data.datasets import HRFolderDataset, PairedFolderDataset
+from gleansr.imaging.convert import tensor_to_uint8
+from gleansr.pipeline.policy import ModelFacts
 from gleansr.pipeline.images import center_square, encode_image, read_rgb_uint8, save_image, to_uint8
 
 RNG = np.random.default_rng(12)
@@ -68,11 +70,12 @@ def test_dataset_and_eval_read_identical_pixels(tmp_path, kind, suffix):
     expected_lr = _write(kind, lr_dir / f"a{suffix}", SIZE // 2)
     training = tensor_to_uint8(HRFolderDataset(hr_dir, scale=2, flip=False)[0]["hr"][None])[0]
     paired = PairedFolderDataset(hr_dir, lr_dir, scale=2, flip=False)[0]
-    evaluation = _read_hr(hr_dir / f"a{suffix}", SIZE)
+    model = SimpleNamespace(facts=ModelFacts("m", SIZE // 2), in_size=SIZE // 2, out_size=SIZE)  # what eval asks
+    evaluation = _read_hr(hr_dir / f"a{suffix}", model)
     np.testing.assert_array_equal(evaluation, expected)
     np.testing.assert_array_equal(training, expected)
     np.testing.assert_array_equal(tensor_to_uint8(paired["hr"][None])[0], expected)
-    np.testing.assert_array_equal(_read_lr(hr_dir / f"a{suffix}", lr_dir), expected_lr)
+    np.testing.assert_array_equal(_read_lr(hr_dir / f"a{suffix}", lr_dir, model), expected_lr)
     np.testing.assert_array_equal(tensor_to_uint8(paired["lr"][None])[0], expected_lr)
     if kind.endswith("16"):
         assert (evaluation[0, 0] == 2).all() and (training[0, 0] == 2).all()

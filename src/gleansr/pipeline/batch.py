@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..errors import GleanError, ImageError, describe_os_error
+from ..errors import GleanError, ImageError, OutOfMemory, describe_os_error
 from .files import InputFile, check_outputs, drop_own_outputs, gather_inputs, output_path, shard
-from .images import LoadedImage, load_image, save_image, save_loaded
+from .images import LoadedImage, load_image, save_image, save_loaded, upright_size
+from .limits import DEFAULT_LIMITS, Limits, TooManyPixels
 from .policy import Refusal, Status
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class Naming:
 class ItemReport:
     """What became of one input. ``code`` is stable: ``done``, ``faces`` (done), ``output_exists``
     (skipped), the policy's refusal codes (refused), ``missing_input``, ``unreadable``,
-    ``bad_output``, ``model_failed``, ``write_failed``, ``no_space``, ``not_run`` (failed).
+    ``bad_output``, ``model_failed``, ``out_of_memory``, ``write_failed``, ``no_space``, ``not_run``
+    (failed); ``too_many_pixels`` (refused from the header, nothing decoded).
     ``message``: the sentence; ``notes``: ``(kind, sentence)`` of what was done to a done input
     (kinds ``cropped``, ``resized``, ``format``, ``faces``)."""
 
@@ -152,7 +154,7 @@ def plan(inputs: Sequence[str], naming: Naming, *, recursive: bool = False) -> P
 
 def upscale_files(inputs: Sequence[str], upscaler: Upscaler, naming: Naming | None = None, *,
                   recursive: bool = False, overwrite: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                  shard_of: tuple[int, int] = (0, 1), faces: FaceJob | None = None,
+                  shard_of: tuple[int, int] = (0, 1), faces: FaceJob | None = None, limits: Limits = DEFAULT_LIMITS,
                   on_item: OnItem | None = None, on_plan: Callable[[Plan], None] | None = None) -> BatchReport:
     """Super-resolve files, folders and globs: this process's share (``shard_of``: rank, world
     size; every input is one rank's) of :func:`plan`'s inputs through :func:`run_items`."""
@@ -168,20 +170,20 @@ def upscale_files(inputs: Sequence[str], upscaler: Upscaler, naming: Naming | No
         if on_item:
             on_item(item)
     report = run_items(mine, upscaler, naming, overwrite=overwrite, batch_size=batch_size, faces=faces,
-                       on_item=on_item)
+                       limits=limits, on_item=on_item)
     report.items[:0] = missing
     report.elapsed_s = time.perf_counter() - start
     return report
 
 
 def run_items(items: Sequence[InputFile], upscaler: Upscaler, naming: Naming, *, overwrite: bool = False,
-              batch_size: int = DEFAULT_BATCH_SIZE, faces: FaceJob | None = None, on_item: OnItem | None = None,
-              worker: str = "") -> BatchReport:
+              batch_size: int = DEFAULT_BATCH_SIZE, faces: FaceJob | None = None, limits: Limits = DEFAULT_LIMITS,
+              on_item: OnItem | None = None, worker: str = "") -> BatchReport:
     """The per-item work for ``items`` (one file or many; a cluster worker calls it for its
     batch): see the module docstring. Reports arrive through ``on_item`` as they are decided."""
     if batch_size < 1:
         raise GleanError(f"batch size must be at least 1, got {batch_size}")
-    run = _Run(upscaler, naming, overwrite, batch_size, faces, on_item, worker)
+    run = _Run(upscaler, naming, overwrite, batch_size, faces, limits, on_item, worker)
     start = time.perf_counter()
     for index, item in enumerate(items):
         if run.stopped:
@@ -196,9 +198,9 @@ class _Run:
     """One :func:`run_items` call: the batch being filled and the reports so far."""
 
     def __init__(self, upscaler: Upscaler, naming: Naming, overwrite: bool, batch_size: int,
-                 faces: FaceJob | None, on_item: OnItem | None, worker: str):
+                 faces: FaceJob | None, limits: Limits, on_item: OnItem | None, worker: str):
         self.upscaler, self.naming, self.overwrite, self.batch_size = upscaler, naming, overwrite, batch_size
-        self.faces, self.on_item, self.worker = faces, on_item, worker
+        self.faces, self.limits, self.on_item, self.worker = faces, limits, on_item, worker
         self.reports: list[ItemReport] = []
         self.batch: list[tuple[InputFile, Path, Prepared, float]] = []
         self.stopped: str | None = None
@@ -220,9 +222,17 @@ class _Run:
             out = next(iter(early))  # known without decoding: reruns over large folders stay cheap
             self.report(item, out, Status.SKIPPED, "output_exists", f"{out} exists (use --overwrite)", started)
             return
+        if not self.faces and self.refused_by_header(item, started):
+            return
         try:
-            image = load_image(item.path)
+            image = load_image(item.path, self.limits)
             out = self.naming.target(item, image)
+        except TooManyPixels as exc:  # judged from the header: a refusal, like the size rule
+            self.report(item, None, Status.REFUSED, "too_many_pixels", str(exc), started)
+            return
+        except OutOfMemory as exc:
+            self.report(item, None, Status.FAILED, "out_of_memory", str(exc), started)
+            return
         except ImageError as exc:
             self.report(item, None, Status.FAILED, "unreadable", str(exc), started)
             return
@@ -240,9 +250,24 @@ class _Run:
         except Refusal as exc:
             self.report(item, out, Status.REFUSED, exc.code, exc.sentence, started)
             return
+        except OutOfMemory as exc:
+            self.report(item, out, Status.FAILED, "out_of_memory", str(exc), started)
+            return
         self.batch.append((item, out, prepared, started))
         if len(self.batch) >= self.batch_size:
             self.flush()
+
+    def refused_by_header(self, item: InputFile, started: float) -> bool:
+        """Ask the size rule from the file's header, before decoding: a refused 4096x4096 costs no
+        decode. Unreadable headers are left to the decoder, which says what is wrong."""
+        try:
+            size = upright_size(item.path)
+        except Exception:  # noqa: BLE001 - load_image reports it with the one reader's wording
+            return False
+        verdict = self.upscaler.check(size, name=str(item.path))
+        if not verdict.ok:
+            self.report(item, None, Status.REFUSED, verdict.code, verdict.sentence, started)
+        return not verdict.ok
 
     def flush(self) -> None:
         """Run the queued inputs through the model and write each result."""
