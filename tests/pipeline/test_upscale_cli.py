@@ -103,9 +103,18 @@ def test_torchrun_shards_inputs_exactly_once(tmp_path, weights):
         Image.fromarray(photo[i * 8:i * 8 + 8, :8]).save(src / f"im{i}.png")
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29731",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "gleansr.cli", "upscale", str(src), "-o", str(out), "--weights", weights, "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == [f"im{i}_x4.png" for i in range(7)]
     assert "[rank 0/2] 4 written" in proc.stderr and "[rank 1/2] 3 written" in proc.stderr
+
+
+def _free_port() -> int:
+    """A port nobody listens on now (a fixed one collides with other runs on the machine)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
