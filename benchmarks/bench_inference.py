@@ -17,6 +17,10 @@ On CPU the glibc malloc setting of gleansr.tuning (what the CLI does) is on by d
 being process-wide, it speeds the baseline up too. With 2 threads, a competing process slows every
 variant down several-fold (OpenMP threads wait for each other): compare the "min" column, or use
 ``--threads 1``. A "best isolated conv rate" line gives the convolutions' speed alone.
+The ceiling: the best rate of one large convolution (512 channels, 3x3, the widest of GLEAN's) in
+fp32 and in bf16 (and fp16 on CUDA) is measured in the same run; "of ceil" is each variant's
+GFLOP/s over the ceiling of its precision (Winograd does fewer multiplications than the direct
+FLOPs counted, so its fraction can pass 1).
 """
 from __future__ import annotations
 
@@ -180,6 +184,36 @@ def tensor_bytes(obj) -> int:
     return 0
 
 
+CEILING_SHAPES = ((1, 512, 32, 32), (1, 512, 64, 64), (4, 512, 32, 32))  # (N, C, H, W) inputs, C -> C, 3x3
+
+
+def conv_ceiling(device: str, precision: str, reps: int) -> float:
+    """GFLOP/s: the best median rate of a large 3x3 convolution (:data:`CEILING_SHAPES`, NCHW and
+    channels_last) in ``precision`` on ``device``: how fast this hardware convolves at best."""
+    timer, dtype, best = Timer(device), torch_dtype(precision), 0.0
+    with torch.inference_mode():
+        for shape in CEILING_SHAPES:
+            x = torch.randn(shape, device=device).to(dtype)
+            w = (torch.randn(shape[1], shape[1], 3, 3, device=device) * 0.02).to(dtype)
+            flops = 2 * w.numel() * shape[0] * shape[2] * shape[3]
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                a, wf = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+                F.conv2d(a, wf, padding=1)  # warm-up: the kernel is chosen here
+                t = statistics.median(timer(lambda t: F.conv2d(t, wf, padding=1), a) for _ in range(reps))
+                best = max(best, flops / t / 1e9)
+    return best
+
+
+def precision_of(variant: str) -> str:
+    """The compute precision a variant's name says (fp32 unless it names bf16 or fp16)."""
+    return next((p for p in ("bf16", "fp16") if p in variant), "fp32")
+
+
+def ceilings(device: str, reps: int) -> dict[str, float]:
+    """GFLOP/s ceiling per precision (:func:`conv_ceiling`); fp16 on CUDA only."""
+    return {p: conv_ceiling(device, p, reps) for p in ("fp32", "bf16", "fp16") if p != "fp16" or device == "cuda"}
+
+
 def isolated_conv_rates(fast: FastGLEAN, x: torch.Tensor, reps: int) -> tuple[float, float, float]:
     """Times each distinct convolution of ``fast`` alone (NCHW and channels_last, best of both).
 
@@ -226,7 +260,7 @@ def isolated_conv_rates(fast: FastGLEAN, x: torch.Tensor, reps: int) -> tuple[fl
 
 
 def bench(preset: str, batch: int, device: str, reps: int, warmup: int, compile: bool,
-          only: set[str] | None = None) -> list[dict]:
+          only: set[str] | None = None, ceiling: dict[str, float] | None = None) -> list[dict]:
     torch.manual_seed(0)
     model = create_model(preset).eval().to(device)
     x = photos(model.in_size, batch).to(device)
@@ -264,6 +298,7 @@ def bench(preset: str, batch: int, device: str, reps: int, warmup: int, compile:
             "images_per_s": batch / med, "ratio": ratio, "spread": spread, "peak_mem_mib": run["mem"],
             "gflops": flops / med / 1e9, "max_abs_diff": (run["y"] - base["y"]).abs().max().item(),
             "psnr_db": psnr(run["y"], base["y"]), "reps": reps,
+            "of_ceiling": flops / med / 1e9 / ceiling[precision_of(run["variant"])] if ceiling else math.nan,
         })
     fast = next((r["fn"] for r in runs if r["variant"] == "fastglean-fp32-cl"), None)
     if device == "cpu" and fast is not None:
@@ -276,9 +311,12 @@ def bench(preset: str, batch: int, device: str, reps: int, warmup: int, compile:
 
 def print_table(rows: list[dict]) -> None:
     head = f"{'variant':34} {'preset':14} {'b':>2} {'ms/img':>9} {'min':>9} {'img/s':>8} {'ratio':>6} " \
-           f"{'spread':>6} {'mem MiB':>8} {'GFLOP/s':>8} {'maxdiff':>9} {'PSNR':>6}"
+           f"{'spread':>6} {'mem MiB':>8} {'GFLOP/s':>8} {'of ceil':>7} {'maxdiff':>9} {'PSNR':>6}"
     print(head)
     for r in rows:
+        if r["variant"] == "conv-ceiling":
+            print("  conv ceiling: " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in r["gflops_by_precision"].items()))
+            continue
         if r["variant"] == "isolated-convs":
             print(f"  best isolated conv rate ({r['preset']} b{r['batch']}): {r['best_conv_gflops']:.0f} GFLOP/s; "
                   f"all {r['conv_gflop']:.0f} GFLOP of convs at their best isolated rates: "
@@ -286,7 +324,7 @@ def print_table(rows: list[dict]) -> None:
             continue
         print(f"{r['variant']:34} {r['preset'].removeprefix('glean_'):14} {r['batch']:>2} {r['ms_per_image']:9.2f} "
               f"{r['ms_per_image_min']:9.2f} {r['images_per_s']:8.2f} {r['ratio']:6.2f} {r['spread']:6.2f} "
-              f"{r['peak_mem_mib']:8.0f} {r['gflops']:8.1f} {r['max_abs_diff']:9.2e} {r['psnr_db']:6.1f}")
+              f"{r['peak_mem_mib']:8.0f} {r['gflops']:8.1f} {r['of_ceiling']:7.2f} {r['max_abs_diff']:9.2e} {r['psnr_db']:6.1f}")
 
 
 def write_json(path: Path, rows: list[dict], overwrite: bool) -> None:
@@ -334,15 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name() if cuda else 'cpu'}, "
           f"threads {torch.get_num_threads()}, reps {reps}, warm-up {warmup}"
           + ("" if cuda else f", glibc malloc tuning {'on' if tuned else 'off'}"))
-    rows = []
+    ceiling = ceilings(args.device, reps)
+    print("conv ceiling (one 512-channel 3x3 convolution, best shape and layout): "
+          + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in ceiling.items()))
+    rows = [{"variant": "conv-ceiling", "device": args.device, "gflops_by_precision": ceiling}]
     for preset in presets:
         for batch in (int(b) for b in args.batch.split(",")):
-            rows += bench(preset, batch, args.device, reps, warmup, args.compile, only)
-            print_table([r for r in rows if r["preset"] == preset and r["batch"] == batch])
+            rows += bench(preset, batch, args.device, reps, warmup, args.compile, only, ceiling)
+            print_table([r for r in rows if r.get("preset") == preset and r.get("batch") == batch])
             sys.stdout.flush()
     print(f"\nall results. {BASELINE}: the model's impl='ref' path, float32 eager (mirrors upstream op "
           "for op). ms/img: median; min: fastest round; ratio: median per-round speed-up over it; "
-          "spread: (max-min)/median; mem: see measure_memory; GFLOP/s: upstream FLOPs (manifests) / time")
+          "spread: (max-min)/median; mem: see measure_memory; GFLOP/s: upstream FLOPs (manifests) / time; "
+          "of ceil: GFLOP/s over the conv ceiling of the variant's precision")
     print_table(rows)
     if args.json:
         write_json(args.json, rows, args.overwrite)

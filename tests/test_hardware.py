@@ -42,8 +42,7 @@ def test_flags_are_read_from_cpuinfo():
 ])
 def test_cpu_choice(flags, expected, named):
     precision, reason = choose_precision("cpu", flags)
-    assert precision == expected
-    assert reason.startswith(expected + ":") and named in reason and "\n" not in reason
+    assert precision == expected and named in reason and "\n" not in reason
 
 
 def test_cuda_choice_follows_the_compute_capability():
@@ -63,6 +62,16 @@ def test_this_machine_is_probed_from_proc_cpuinfo(tmp_path, monkeypatch):
     assert choose_precision("cpu")[0] == "bf16"
     monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "missing")  # macOS, Windows
     assert cpu_flags() == frozenset() and choose_precision("cpu")[0] == "fp32"
+
+
+def test_the_device_signature_names_the_isa_flags_that_matter():
+    amx = hardware.device_signature("cpu", cpu_flags(XEON_AMX))
+    assert amx.startswith("cpu ")
+    assert {"amx_bf16", "avx512_bf16", "avx2"} <= set(amx.split()[-1].split(",")) and "fpu" not in amx
+    assert hardware.device_signature("cpu", cpu_flags(EPYC_AVX2)).split()[-1] == "avx2,fma"
+    assert hardware.device_signature("cpu", cpu_flags(ARM)).split()[-1] == "asimd"
+    assert hardware.device_signature("cpu", set()).endswith(" baseline")
+    assert hardware.device_signature("cuda", cuda_name="NVIDIA H100", cuda_capability=(9, 0)) == "cuda NVIDIA H100 sm_90"
 
 
 def test_the_probe_does_not_import_torch():

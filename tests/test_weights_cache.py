@@ -253,8 +253,8 @@ def test_garbage_in_the_cache_is_refused_then_replaced_by_download(server, home,
     assert str(home) not in info.value.public and NAME in info.value.public  # what a web client may see
 
     hashed = []
-    real_sha = hub._sha256
-    monkeypatch.setattr(hub, "_sha256", lambda path: hashed.append(path) or real_sha(path))
+    real_sha = hub.file_sha256
+    monkeypatch.setattr(hub, "file_sha256", lambda path: hashed.append(path) or real_sha(path))
     assert hub.cache_state(src) is hub.CacheState.CORRUPT and hashed == []  # the failure is recorded
 
     assert hub.resolve_weights(src, download_ok=True, limits=LOOSE) == cached  # --download repairs it
@@ -275,8 +275,8 @@ def test_a_verified_file_is_hashed_once_and_again_when_it_changes(server, home, 
     src = source(server, "good")
     cached = hub.resolve_weights(src, limits=LOOSE)
     hashed = []
-    real_sha = hub._sha256
-    monkeypatch.setattr(hub, "_sha256", lambda path: hashed.append(path) or real_sha(path))
+    real_sha = hub.file_sha256
+    monkeypatch.setattr(hub, "file_sha256", lambda path: hashed.append(path) or real_sha(path))
     assert hub.resolve_weights(src, download_ok=False) == cached and hashed == []
     flipped = bytearray(GOOD)
     flipped[1000] ^= 1

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a StyleGAN2 bank (MMGeneration .pth, rosinality .pt, NVIDIA .pkl) to "
                 "safetensors."),
     "serve": ("serve", "serve a web page and an HTTP API for super-resolution (local, offline)"),
+    "precision": ("precision", "show (and measure, or --refresh) what --precision auto picks for a model on this "
+                  "machine"),
 }
 
 

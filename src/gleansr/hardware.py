@@ -7,10 +7,13 @@ output on the models the deployment benchmark (``benchmarks/bench_deploy.py``) c
 such units PyTorch emulates bf16 through float32 conversions and it is slower than float32, so
 ``auto`` picks bf16 only where the CPU reports AMX-BF16 or AVX512-BF16 (Linux ``/proc/cpuinfo``
 flags) and on CUDA GPUs with bf16 tensor cores (compute capability 8.0, Ampere, and newer).
+That choice is only the *candidate*: :func:`gleansr.precision.resolve_auto` takes it for the weights
+actually loaded when a calibration run (or a zoo declaration's figure) shows it holds up.
 """
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -24,6 +27,10 @@ BF16_CPU_FLAGS = {
     "avx512_bf16": "AVX512-BF16 instructions",
 }
 CUDA_BF16_CAPABILITY = (8, 0)
+# the flags that decide how fast each precision runs: what a calibration verdict is valid for
+# (x86: vector and matrix extensions; ARM: "Features" names)
+ISA_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile",
+                       "amx_bf16", "amx_fp16", "asimd", "asimdhp", "sve", "sve2", "bf16", "i8mm"})
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
@@ -45,24 +52,24 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 
 def choose_precision(device_type: str, flags: Iterable[str] | None = None,
                      cuda_capability: tuple[int, int] | None = None) -> tuple[str, str]:
-    """``(precision, reason)`` for ``precision="auto"`` on ``device_type`` ("cpu" or "cuda").
+    """``(precision, why)``: the fastest precision ``device_type`` ("cpu" or "cuda") computes natively.
 
     flags: the CPU's ISA flags (default: :func:`cpu_flags` of this machine); tests pass fake sets.
     cuda_capability: the GPU's (major, minor) when known; older than 8.0 gets float32.
-    The reason is one line for the user, e.g. "bf16: the CPU has AMX-BF16 matrix units".
+    ``why`` is a clause for the user, e.g. "the CPU has AMX-BF16 matrix units".
     """
     if device_type == "cuda":
         if cuda_capability is not None and tuple(cuda_capability) < CUDA_BF16_CAPABILITY:
             major, minor = cuda_capability
-            return "fp32", f"fp32: this GPU (compute capability {major}.{minor}) has no bf16 tensor cores"
-        return "bf16", "bf16: the GPU has bf16 tensor cores (--precision fp32 for exact float32)"
+            return "fp32", f"this GPU (compute capability {major}.{minor}) has no bf16 tensor cores"
+        return "bf16", "the GPU has bf16 tensor cores"
     if device_type != "cpu":
-        return "fp32", f"fp32: no bf16 speed-up is known for {device_type!r} devices"
+        return "fp32", f"no bf16 speed-up is known for {device_type!r} devices"
     present = cpu_flags() if flags is None else frozenset(flags)
     for flag, what in BF16_CPU_FLAGS.items():
         if flag in present:
-            return "bf16", f"bf16: the CPU has {what} (--precision fp32 for exact float32)"
-    return "fp32", "fp32: the CPU has no native bf16 units (no amx_bf16 or avx512_bf16 flag), where bf16 is slower"
+            return "bf16", f"the CPU has {what}"
+    return "fp32", "the CPU has no native bf16 units (no amx_bf16 or avx512_bf16 flag), where bf16 is slower"
 
 
 def resolve_device(requested: str = "auto", *, local_rank: int | None = None) -> "torch.device":
@@ -104,3 +111,16 @@ def torchrun_place() -> tuple[int, int, int]:
         except ValueError:
             raise GleanError(f"environment variable {name}={value!r} is not an integer") from None
     return place[0], place[1], place[2]
+
+
+def device_signature(device_type: str, flags: Iterable[str] | None = None, cuda_name: str | None = None,
+                     cuda_capability: tuple[int, int] | None = None) -> str:
+    """The kind of device a measurement holds for: ``"cpu x86_64 avx2,avx512_bf16,avx512f,fma"``
+    (the architecture and the :data:`ISA_FLAGS` present) or ``"cuda NVIDIA H100 sm_90"``."""
+    if device_type == "cuda":
+        major, minor = cuda_capability or (0, 0)
+        return f"cuda {cuda_name or 'unknown GPU'} sm_{major}{minor}"
+    if device_type != "cpu":
+        return device_type
+    present = cpu_flags() if flags is None else frozenset(flags)
+    return f"cpu {platform.machine() or 'unknown'} {','.join(sorted(present & ISA_FLAGS)) or 'baseline'}"

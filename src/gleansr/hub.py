@@ -122,14 +122,19 @@ class CacheState(str, Enum):
     CORRUPT = "corrupt"
 
 
-def cache_dir() -> Path:
-    """``$GLEANSR_HOME/weights`` if that variable is set, else the user cache folder's ``weights``."""
+def cache_root() -> Path:
+    """``$GLEANSR_HOME`` if that variable is set, else the user cache folder's ``gleansr``."""
     home = os.environ.get("GLEANSR_HOME")
-    root = Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("gleansr"))
-    return root / "weights"
+    return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("gleansr"))
 
 
-def _sha256(path: Path) -> str:
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: :func:`cache_root`'s ``weights``."""
+    return cache_root() / "weights"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file (the weights' identity: downloads, exports, precision verdicts)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(_CHUNK):
@@ -234,7 +239,7 @@ def _judge(source: WeightsSource, path: Path, hash_now: bool) -> tuple[CacheStat
             return CacheState.CORRUPT, fault
         if not hash_now:
             return CacheState.UNVERIFIED, ""
-        digest = _sha256(path)
+        digest = file_sha256(path)
     assert digest is not None
     ok = _accepts(source, digest, record.trusted)
     updated = _Record(record.trusted or (digest if ok else None), key, digest)
@@ -491,7 +496,7 @@ def download(source: WeightsSource, dest: str | os.PathLike[str], progress: bool
             raise WeightsError(f"download of {url} {reason}; nothing was kept; " + _offline_hint(url, dest),
                                public) from None
         _raise_network(exc, url, dest, public)
-    digest = _sha256(part)
+    digest = file_sha256(part)
     record = _read_record(dest)
     if not _accepts(source, digest, record.trusted):
         part.unlink()

@@ -1,18 +1,40 @@
-"""The one table of compute precisions (torch-free, so command-line parsers can import it)."""
+"""The one table of compute precisions, and what ``precision="auto"`` picks for the weights loaded.
+
+Importing this module does not import torch (command-line parsers import it). ``auto`` asks the
+hardware first (:func:`gleansr.hardware.choose_precision`: bf16 is a *candidate* only where it is
+computed natively), then the weights: a reduced precision is taken only when the model's output in
+it stays >= :data:`BF16_MIN_PSNR` dB against its float32 output on every probe image. That figure
+comes from a zoo declaration (measured by ``benchmarks/bench_deploy.py``) or is measured on first
+use by :func:`calibrate` and cached per (weights SHA-256, device kind and ISA flags, torch version,
+precision) in ``<cache root>/precision/`` (:func:`gleansr.hub.cache_root`), so it is paid once per
+machine and model. :func:`resolve_auto` is the one function the Upscaler (Python API, CLI, server)
+goes through.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import GleanError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO = "auto"
 CHOICES = (AUTO, *PRECISIONS)  # what a user may ask for: "auto" resolves to one of PRECISIONS
-BF16_MIN_PSNR = 50.0  # dB against fp32: below it, or unmeasured, "auto" keeps fp32
+BF16_MIN_PSNR = 50.0  # dB against fp32, worst probe: below it, or unmeasured, "auto" keeps fp32
 _TORCH_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+VERDICT_FOLDER = "precision"
+PROBE_SYNTHETIC = 2  # deterministic synthetic probes beside the bundled samples
+PROBE_SAMPLES = 2  # bundled LR samples used as probes
 
 
 class PrecisionError(GleanError, ValueError):
@@ -26,24 +48,296 @@ def check_precision(name: str) -> str:
     return name
 
 
-def resolve_precision(name: str, device_type: str, bf16_psnr: float | None,
-                      cuda_capability: tuple[int, int] | None = None) -> tuple[str, str | None]:
-    """``(precision, reason)``: ``name`` itself (reason None), or for ``"auto"`` the fastest
-    precision that is known to hold up for this model on this hardware, and why, in one line."""
-    if name != AUTO:
-        return check_precision(name), None
-    from .hardware import choose_precision
-
-    chosen, reason = choose_precision(device_type, cuda_capability=cuda_capability)
-    if chosen == "bf16" and (bf16_psnr is None or bf16_psnr < BF16_MIN_PSNR):
-        known = "has not been measured" if bf16_psnr is None else f"is {bf16_psnr:g} dB"
-        return "fp32", (f"fp32: {reason.split(': ', 1)[1].split(' (')[0]}, but this model's bf16 output against "
-                        f"fp32 {known} (bf16 needs >= {BF16_MIN_PSNR:g} dB; --precision bf16 to use it anyway)")
-    return chosen, reason
-
-
 def torch_dtype(name: str) -> "torch.dtype":
     """The torch dtype of a precision name ("fp32" -> torch.float32); imports torch on first use."""
     import torch
 
     return getattr(torch, _TORCH_NAMES[check_precision(name)])
+
+
+# -- the weights' identity -------------------------------------------------------------------------
+def state_dict_sha256(model: "torch.nn.Module") -> str:
+    """A module's weights as one hash (names, dtypes, shapes, bytes), for weights from no file."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "state_dict:" + digest.hexdigest()
+
+
+def _verdict_folder() -> Path:
+    from .hub import cache_root
+
+    return cache_root() / VERDICT_FOLDER
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from .atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode(), overwrite=True)
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing or unreadable (then it is measured again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cached_file_sha256(path: str | os.PathLike[str]) -> str:
+    """A weights file's SHA-256, read once: remembered in the cache folder by path, size and
+    modification time, so a later run hashes nothing unless the file changed."""
+    from .hub import file_sha256
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    seen = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    memo = _verdict_folder() / f"file-{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json"
+    known = _read_json(memo)
+    if known and {k: known.get(k) for k in seen} == seen and isinstance(known.get("sha256"), str):
+        return known["sha256"]
+    digest = file_sha256(path)
+    _write_json(memo, {**seen, "sha256": digest})
+    return digest
+
+
+def weights_sha256(model: "torch.nn.Module", source: Any = None) -> str:
+    """The identity of the weights loaded: the file's SHA-256 when ``source`` (a zoo name or a
+    path) names one file, else the state dict's bytes (modules, run folders)."""
+    if source is not None and not hasattr(source, "state_dict"):
+        from . import zoo
+
+        name = str(source)
+        path = zoo.weights_file(name) if name in zoo.ZOO else Path(name).expanduser()
+        if path.is_file():
+            return cached_file_sha256(path)
+    return state_dict_sha256(model)
+
+
+# -- calibration -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """One calibration: ``candidate`` against fp32 for one set of weights on one kind of device."""
+
+    candidate: str
+    worst_psnr_db: float  # the lowest probe's PSNR of the candidate's output against fp32's (uint8)
+    psnr_db: tuple[float, ...]  # per probe
+    fp32_s: float  # seconds per probe, float32 (the first probe is the warm-up, not counted)
+    candidate_s: float  # seconds per probe, the candidate
+    seconds: float  # the whole calibration, snapshots built included
+    weights_sha256: str = ""
+    device: str = ""
+    torch: str = ""
+    measured_at: str = ""
+
+    @property
+    def holds(self) -> bool:
+        """Whether the candidate stays close enough to fp32 on every probe."""
+        return self.worst_psnr_db >= BF16_MIN_PSNR
+
+
+def probe_images(in_size: int, channels: int = 3) -> "np.ndarray":
+    """(K, channels, in, in) float32 in [-1, 1]: the probe set. Two of the bundled LR samples and two
+    deterministic synthetic images (a colour ramp with rings, a seeded texture), each brought to
+    ``in_size`` by MATLAB bicubic (as inputs are) and rounded to 8 bits (as image files are)."""
+    import numpy as np
+
+    from .data.imresize import imresize
+    from .pipeline.images import load_image, to_uint8
+    from .zoo import SAMPLES
+
+    images = [load_image(p).rgb for p in sorted((SAMPLES / "lr").glob("*.png"))[:PROBE_SAMPLES]]
+    r = np.linspace(0, 1, 64, dtype=np.float64)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    rings = 0.5 + 0.5 * np.sin(40 * ((xx - 0.4) ** 2 + (yy - 0.6) ** 2))
+    images.append(np.stack([xx, yy, rings], axis=-1))
+    rng = np.random.default_rng(2026)
+    texture = rng.uniform(0, 1, (8, 8, 3))
+    images.append(imresize(texture, output_shape=(64, 64)).clip(0, 1))
+    out = []
+    for img in images[: PROBE_SAMPLES + PROBE_SYNTHETIC]:
+        small = imresize(np.asarray(img, dtype=np.float64), output_shape=(in_size, in_size))
+        small = to_uint8(np.clip(small, 0, 1)).astype(np.float32) / 255
+        out.append(small.transpose(2, 0, 1)[:channels])  # a one-channel model gets the red plane
+    return np.stack(out) * 2 - 1
+
+
+def _run_probes(model: "torch.nn.Module", device: "torch.device", precision: str,
+                probes: "np.ndarray") -> tuple[list["np.ndarray"], float]:
+    """Each probe's output through ``precision``'s snapshot, one at a time (bounded memory), and the
+    seconds per probe after the first (the warm-up)."""
+    import torch
+
+    from .inference import build_inference_model
+
+    net = build_inference_model(model, device=device, precision=precision)
+    outputs, times = [], []
+    with torch.inference_mode():
+        for probe in probes:
+            start = time.perf_counter()
+            outputs.append(net(torch.from_numpy(probe[None]).to(device)).float().cpu().numpy()[0])
+            times.append(time.perf_counter() - start)
+    del net
+    return outputs, (sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0])
+
+
+CALIBRATIONS = {"count": 0}  # calibration runs in this process (tests assert that a cached verdict runs none)
+
+
+def calibrate(model: "torch.nn.Module", device: "str | torch.device", candidate: str,
+              probes: "np.ndarray | None" = None) -> Verdict:
+    """Run ``model`` in fp32 and in ``candidate`` on the probe set (default :func:`probe_images`) and
+    measure the PSNR of the candidate's output against fp32's (uint8 images, the normalisation the
+    upscaler writes). Nothing is cached here: :func:`resolve_auto` does that."""
+    import numpy as np
+    import torch
+
+    from .metrics import psnr
+    from .pipeline.images import to_uint8
+
+    check_precision(candidate)
+    start = time.perf_counter()
+    CALIBRATIONS["count"] += 1
+    device = torch.device(device)
+    if probes is None:
+        probes = probe_images(model.in_size, model.config.img_channels)
+    reference, fp32_s = _run_probes(model, device, "fp32", probes)
+    reduced, candidate_s = _run_probes(model, device, candidate, probes)
+    images = [[to_uint8((y.astype(np.float64).transpose(1, 2, 0) + 1) / 2) for y in pair]
+              for pair in zip(reference, reduced)]
+    scores = tuple(min(psnr(a, b), 999.0) for a, b in images)  # identical images: shown as 999 dB
+    return Verdict(candidate, min(scores), scores, fp32_s, candidate_s, time.perf_counter() - start)
+
+
+def verdict_path(weights_id: str, device: str, candidate: str) -> Path:
+    """Where the verdict for these weights, this device kind, this torch and ``candidate`` is kept."""
+    import torch
+
+    key = json.dumps([weights_id, device, torch.__version__, candidate])
+    return _verdict_folder() / f"verdict-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def load_verdict(path: Path) -> Verdict | None:
+    """The verdict stored at ``path``, or None (missing, unreadable, or from another layout)."""
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        data["psnr_db"] = tuple(data["psnr_db"])
+        return Verdict(**data)
+    except (TypeError, KeyError):
+        return None
+
+
+def _device_facts(device: "torch.device") -> tuple[tuple[int, int] | None, str]:
+    """(CUDA compute capability or None, device signature)."""
+    from .hardware import device_signature
+
+    if device.type != "cuda":
+        return None, device_signature(device.type)
+    import torch
+
+    capability = torch.cuda.get_device_capability(device)
+    return capability, device_signature("cuda", cuda_name=torch.cuda.get_device_name(device),
+                                        cuda_capability=capability)
+
+
+def measured_verdict(model: "torch.nn.Module", device: "torch.device", candidate: str, weights_id: str,
+                     signature: str, refresh: bool = False) -> tuple[Verdict, bool]:
+    """``(verdict, cached)``: the stored verdict for these weights on this kind of device, or a new
+    calibration (``refresh=True`` always measures), stored atomically for the next run."""
+    import torch
+
+    path = verdict_path(weights_id, signature, candidate)
+    stored = None if refresh else load_verdict(path)
+    if stored is not None:
+        return stored, True
+    verdict = calibrate(model, device, candidate)
+    verdict = Verdict(**{**asdict(verdict), "weights_sha256": weights_id, "device": signature,
+                         "torch": torch.__version__,
+                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    try:
+        _write_json(path, asdict(verdict))
+    except OSError:  # a read-only cache folder: the verdict holds for this process only
+        pass
+    return verdict, False
+
+
+def describe_verdict(verdict: Verdict, cached: bool, why: str) -> str:
+    """The one line saying what auto chose from a measurement, with the figure (``why``: the
+    hardware's reason for the candidate)."""
+    when = "cached" if cached else f"measured now in {verdict.seconds:.1f} s"
+    if verdict.holds:
+        return f"auto: {verdict.candidate} (worst probe {verdict.worst_psnr_db:.1f} dB against fp32, {when}; {why})"
+    return (f"auto: fp32 ({verdict.candidate}'s worst probe is {verdict.worst_psnr_db:.1f} dB against fp32, under "
+            f"{BF16_MIN_PSNR:g} dB, {when}; --precision {verdict.candidate} to use it anyway)")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` chose and why; ``verdict``/``cached``/``path`` when a measurement decided it."""
+
+    precision: str
+    line: str | None
+    verdict: Verdict | None = None
+    cached: bool = False
+    path: Path | None = None
+
+
+def auto_choice(requested: str, model: "torch.nn.Module", device: "str | torch.device", entry: Any = None,
+                source: Any = None, refresh: bool = False) -> Choice:
+    """The precision for a model about to run on ``device``: ``requested`` itself (line None) unless
+    it is ``"auto"``; then the hardware's candidate if the weights hold up in it, else fp32.
+
+    entry: the model's zoo declaration when it was loaded by zoo name: its measured figure is used
+    (no calibration). source: what the weights were loaded from (zoo name, path, or the module),
+    for their SHA-256. refresh: measure again even if a verdict is stored (or declared). ``line`` is
+    said once: "auto: bf16 (worst probe 54.1 dB against fp32, measured now in 6.2 s; the CPU has ...)".
+    """
+    if requested != AUTO:
+        return Choice(check_precision(requested), None)
+    import torch
+
+    from .hardware import choose_precision
+
+    device = torch.device(device)
+    capability, signature = _device_facts(device)
+    candidate, why = choose_precision(device.type, cuda_capability=capability)
+    if candidate == "fp32":
+        return Choice("fp32", f"auto: fp32 ({why})")
+    declared = getattr(entry, "bf16_psnr", None) if candidate == "bf16" else None
+    if declared is not None and not refresh:
+        if declared >= BF16_MIN_PSNR:
+            return Choice(candidate, f"auto: {candidate} ({entry.name}'s declared figure {declared:g} dB against "
+                                     f"fp32; {why})")
+        return Choice("fp32", f"auto: fp32 ({entry.name}'s {candidate} output is {declared:g} dB against fp32, "
+                              f"under {BF16_MIN_PSNR:g} dB; --precision {candidate} to use it anyway)")
+    weights_id = weights_sha256(model, source)
+    verdict, cached = measured_verdict(model, device, candidate, weights_id, signature, refresh)
+    return Choice(candidate if verdict.holds else "fp32", describe_verdict(verdict, cached, why), verdict, cached,
+                  verdict_path(weights_id, signature, candidate))
+
+
+def resolve_auto(requested: str, model: "torch.nn.Module", device: "str | torch.device", entry: Any = None,
+                 source: Any = None) -> tuple[str, str | None]:
+    """``(precision, line)`` of :func:`auto_choice`: what the Upscaler (API, CLI, server) runs."""
+    choice = auto_choice(requested, model, device, entry, source)
+    return choice.precision, choice.line
+
+
+def model_choice(source: str, device: "str | torch.device" = "cpu", refresh: bool = False,
+                 download: bool = False) -> tuple[Choice, str]:
+    """``(choice, device signature)`` of ``auto`` for a zoo model or weights file (what ``gleansr
+    precision`` shows); ``refresh=True`` measures again, over a stored verdict or a declared figure."""
+    from . import zoo
+
+    model = zoo.load_model(source, download=download).eval()
+    choice = auto_choice(AUTO, model, device, zoo.ZOO.get(str(source)), source, refresh)
+    import torch
+
+    return choice, _device_facts(torch.device(device))[1]

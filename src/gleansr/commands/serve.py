@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--model", default=None, help="model used when a request names none (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", default="fp32", help="precision when a request names none (default: fp32)")
+    p.add_argument("--precision", default="fp32", help="precision when a request names none: fp32, bf16, fp16, or auto "
+                   "(each loaded model's measured choice, see `gleansr precision`) (default: fp32)")
     p.add_argument("--max-models", type=int, default=2, help="models kept in memory (default: 2)")
     p.add_argument("--max-queue", type=int, default=16, help="waiting requests before answering 503 (default: 16)")
     p.add_argument("--max-batch", type=int, default=8, help="requests run in one forward pass (default: 8; 1: none)")

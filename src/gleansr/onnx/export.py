@@ -22,7 +22,6 @@ output against the PyTorch float32 snapshot on a fixed random input, as PSNR aft
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -38,8 +37,10 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..errors import GleanError
+from ..hub import file_sha256
 from ..metrics import psnr
 from ..models.glean import GLEANStyleGANv2
+from ..precision import state_dict_sha256
 
 OPSET = 18  # onnxruntime >= 1.14, TensorRT 8.6+, OpenVINO 2023+
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -95,25 +96,6 @@ def plain_snapshot(model: GLEANStyleGANv2, dtype: torch.dtype) -> torch.nn.Modul
     return FastGLEAN(model, dtype, "cpu", channels_last=False, winograd=False).eval()
 
 
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The hex SHA-256 of a file (the weights' identity in the metadata)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def state_dict_sha256(model: torch.nn.Module) -> str:
-    """A module's weights as one hash (names, dtypes, shapes, bytes), for weights from no file."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "state_dict:" + digest.hexdigest()
 
 
 def model_metadata(source: ExportSource, precision: str, opset: int) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..errors import GleanError
-from ..precision import CHOICES, resolve_precision
+from ..precision import CHOICES, resolve_auto
 from .images import LoadedImage, center_square, quantize
 from .inmemory import from_loaded, to_loaded
 from .policy import (MAX_RESIZE_PIXELS, ModelFacts, Resize, Verdict, adjustments, face_model_verdict, model_facts,
@@ -117,8 +117,7 @@ class Upscaler:
             self.model, self.entry, self.name = _resolve(model, download)
             self.model.eval()
             self.device = resolve_device(device)
-            self.precision, self.precision_reason = resolve_precision(
-                precision, self.device.type, self.entry.bf16_psnr if self.entry else None, _capability(self.device))
+            self.precision, self.precision_reason = resolve_auto(precision, self.model, self.device, self.entry, model)
             self._runner = TorchRunner(self.model, self.device, self.precision, self.name)
         self.in_size, self.out_size = self._runner.in_size, self._runner.out_size
         self.face_model = bool(self.entry and self.entry.face_model) if face_model is None else face_model
@@ -224,15 +223,6 @@ class Upscaler:
             with self._lock:
                 enhancer = self._enhancers.setdefault(key, enhancer)
         return enhancer.enhance(photo, scale or self.scale)
-
-
-def _capability(device) -> tuple[int, int] | None:
-    """A CUDA device's compute capability (None elsewhere): bf16 tensor cores need 8.0."""
-    if device.type != "cuda":
-        return None
-    import torch
-
-    return torch.cuda.get_device_capability(device)
 
 
 def _label(image) -> str:

@@ -70,7 +70,8 @@ def facts(info: ModelInfo):
 
 
 def precisions() -> tuple[str, ...]:
-    """The precisions a request may ask for (the project's one precision table)."""
-    from ..precision import PRECISIONS
+    """The precisions a request may ask for (the project's one precision table; ``auto``: the
+    loaded model's calibrated choice)."""
+    from ..precision import CHOICES
 
-    return tuple(PRECISIONS)
+    return tuple(CHOICES)

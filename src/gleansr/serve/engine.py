@@ -163,6 +163,7 @@ class Engine:
                     dropped, _ = self._models.popitem(last=False)
                     log.info("unloaded %s (%s): more than %d models", *dropped, self.max_models)
             upscaler = self.loader(*key)
+            log.info("loaded %s (%s): precision %s", *key, getattr(upscaler, "precision_reason", None) or key[1])
             with self._cond:
                 self._models[key] = upscaler
             return upscaler
