@@ -81,7 +81,7 @@ class Upscaler:
         model: a zoo model name (e.g. ``"glean_glyphs_8x"``), a path to any GLEAN weights file, a
             GLEANStyleGANv2, or a ready :class:`Runner` (e.g. ``OnnxRunner("m.onnx")``).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (torch models; :func:`gleansr.hardware.resolve_device`).
-        precision: ``auto`` (default: see :func:`gleansr.precision.resolve_precision`;
+        precision: ``auto`` (default: see :func:`gleansr.precision.resolve_auto`;
             ``precision_reason`` says which and why) or one of :data:`gleansr.precision.PRECISIONS`.
             A runner keeps its own.
         resize: ``up`` (default), ``any`` or ``exact``: :class:`gleansr.pipeline.policy.Resize`.
