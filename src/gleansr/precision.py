@@ -33,8 +33,6 @@ CHOICES = (AUTO, *PRECISIONS)  # what a user may ask for: "auto" resolves to one
 BF16_MIN_PSNR = 50.0  # dB against fp32, worst probe: below it, or unmeasured, "auto" keeps fp32
 _TORCH_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 VERDICT_FOLDER = "precision"
-PROBE_SYNTHETIC = 2  # deterministic synthetic probes beside the bundled samples
-PROBE_SAMPLES = 2  # bundled LR samples used as probes
 
 
 class PrecisionError(GleanError, ValueError):
@@ -102,7 +100,10 @@ def cached_file_sha256(path: str | os.PathLike[str]) -> str:
     if known and {k: known.get(k) for k in seen} == seen and isinstance(known.get("sha256"), str):
         return known["sha256"]
     digest = file_sha256(path)
-    _write_json(memo, {**seen, "sha256": digest})
+    try:
+        _write_json(memo, {**seen, "sha256": digest})
+    except OSError:  # a read-only cache folder: hashed again next time
+        pass
     return digest
 
 
@@ -141,38 +142,47 @@ class Verdict:
         return self.worst_psnr_db >= BF16_MIN_PSNR
 
 
-def probe_images(in_size: int, channels: int = 3) -> "np.ndarray":
-    """(K, channels, in, in) float32 in [-1, 1]: the probe set. Two of the bundled LR samples and two
-    deterministic synthetic images (a colour ramp with rings, a seeded texture), each brought to
+def probe_images(in_size: int) -> "torch.Tensor":
+    """(K, 3, in, in) float32 in [-1, 1]: the probe set, deterministic and synthetic (no files):
+    a colour ramp with rings, a smooth seeded texture, dark strokes on white (as glyphs and line art
+    are) and a texture of several scales (as photos are). Each is drawn at 64x64, brought to
     ``in_size`` by MATLAB bicubic (as inputs are) and rounded to 8 bits (as image files are)."""
     import numpy as np
+    import torch
 
-    from .data.imresize import imresize
-    from .pipeline.images import load_image, to_uint8
-    from .zoo import SAMPLES
+    from .imaging.convert import tensor_to_uint8, uint8_to_tensor
+    from .imaging.imresize import imresize
 
-    images = [load_image(p).rgb for p in sorted((SAMPLES / "lr").glob("*.png"))[:PROBE_SAMPLES]]
-    r = np.linspace(0, 1, 64, dtype=np.float64)
-    yy, xx = np.meshgrid(r, r, indexing="ij")
-    rings = 0.5 + 0.5 * np.sin(40 * ((xx - 0.4) ** 2 + (yy - 0.6) ** 2))
-    images.append(np.stack([xx, yy, rings], axis=-1))
     rng = np.random.default_rng(2026)
-    texture = rng.uniform(0, 1, (8, 8, 3))
-    images.append(imresize(texture, output_shape=(64, 64)).clip(0, 1))
-    out = []
-    for img in images[: PROBE_SAMPLES + PROBE_SYNTHETIC]:
-        small = imresize(np.asarray(img, dtype=np.float64), output_shape=(in_size, in_size))
-        small = to_uint8(np.clip(small, 0, 1)).astype(np.float32) / 255
-        out.append(small.transpose(2, 0, 1)[:channels])  # a one-channel model gets the red plane
-    return np.stack(out) * 2 - 1
+    r = np.linspace(0, 1, 64)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    rings = np.stack([xx, yy, 0.5 + 0.5 * np.sin(40 * ((xx - 0.4) ** 2 + (yy - 0.6) ** 2))], axis=-1)
+    smooth = imresize(rng.uniform(0, 1, (8, 8, 3)), output_shape=(64, 64))
+    ink = (np.abs(yy - 0.3 - 0.4 * xx) < 0.06) | (np.abs(xx - 0.7) < 0.05) | ((xx - 0.35) ** 2 + (yy - 0.7) ** 2 < 0.02)
+    strokes = np.repeat(np.where(ink, 0.05, 0.95)[..., None], 3, axis=-1)
+    scales = sum(imresize(rng.uniform(-1, 1, (n, n, 3)), output_shape=(64, 64)) / k
+                 for k, n in enumerate((4, 16, 64), start=1))
+    photo = 0.5 + 0.25 * scales
+    small = np.stack([imresize(img, output_shape=(in_size, in_size)) for img in (rings, smooth, strokes, photo)])
+    as_uint8 = tensor_to_uint8(torch.from_numpy(small * 2 - 1).permute(0, 3, 1, 2))
+    return uint8_to_tensor(as_uint8)
+
+
+def _psnr_uint8(a: "np.ndarray", b: "np.ndarray") -> float:
+    """PSNR (dB) of two uint8 images; identical images give 999 (kept finite for JSON)."""
+    import numpy as np
+
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 999.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def _run_probes(model: "torch.nn.Module", device: "torch.device", precision: str,
-                probes: "np.ndarray") -> tuple[list["np.ndarray"], float]:
+                probes: "torch.Tensor") -> tuple[list["np.ndarray"], float]:
     """Each probe's output through ``precision``'s snapshot, one at a time (bounded memory), and the
     seconds per probe after the first (the warm-up)."""
     import torch
 
+    from .imaging.convert import tensor_to_uint8
     from .inference import build_inference_model
 
     net = build_inference_model(model, device=device, precision=precision)
@@ -180,7 +190,7 @@ def _run_probes(model: "torch.nn.Module", device: "torch.device", precision: str
     with torch.inference_mode():
         for probe in probes:
             start = time.perf_counter()
-            outputs.append(net(torch.from_numpy(probe[None]).to(device)).float().cpu().numpy()[0])
+            outputs.append(tensor_to_uint8(net(probe[None].to(device)))[0])
             times.append(time.perf_counter() - start)
     del net
     return outputs, (sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0])
@@ -190,27 +200,21 @@ CALIBRATIONS = {"count": 0}  # calibration runs in this process (tests assert th
 
 
 def calibrate(model: "torch.nn.Module", device: "str | torch.device", candidate: str,
-              probes: "np.ndarray | None" = None) -> Verdict:
+              probes: "torch.Tensor | None" = None) -> Verdict:
     """Run ``model`` in fp32 and in ``candidate`` on the probe set (default :func:`probe_images`) and
-    measure the PSNR of the candidate's output against fp32's (uint8 images, the normalisation the
-    upscaler writes). Nothing is cached here: :func:`resolve_auto` does that."""
-    import numpy as np
+    measure the PSNR of the candidate's output against fp32's (uint8 images, the restorer's
+    rounding). Nothing is cached here: :func:`resolve_auto` does that."""
     import torch
-
-    from .metrics import psnr
-    from .pipeline.images import to_uint8
 
     check_precision(candidate)
     start = time.perf_counter()
     CALIBRATIONS["count"] += 1
     device = torch.device(device)
     if probes is None:
-        probes = probe_images(model.in_size, model.config.img_channels)
+        probes = probe_images(model.in_size)
     reference, fp32_s = _run_probes(model, device, "fp32", probes)
     reduced, candidate_s = _run_probes(model, device, candidate, probes)
-    images = [[to_uint8((y.astype(np.float64).transpose(1, 2, 0) + 1) / 2) for y in pair]
-              for pair in zip(reference, reduced)]
-    scores = tuple(min(psnr(a, b), 999.0) for a, b in images)  # identical images: shown as 999 dB
+    scores = tuple(_psnr_uint8(a, b) for a, b in zip(reference, reduced))
     return Verdict(candidate, min(scores), scores, fp32_s, candidate_s, time.perf_counter() - start)
 
 
