@@ -6,7 +6,7 @@
 1. ``glean_cat_8x`` at batch 1 from a ``--weights`` file of random release-shaped weights (so no zoo
    figure: ``auto`` has to calibrate): upstream's computation (the model's ``impl="ref"`` path,
    float32 eager, MMEditing op for op; the baseline of ``bench_inference.py``) against gleansr's
-   default (``Upscaler(path)``, ``precision="auto"``) and ``--precision fp32``, in interleaved rounds
+   default (``Upscaler(path)``, ``precision="auto"``), ``--precision fp32`` and ``bf16``, in interleaved rounds
    (each round times every variant once; "ratio" is the median per-round speed-up over upstream).
 2. The calibration's cost on first use: building that Upscaler with an empty cache folder (a fresh
    ``$GLEANSR_HOME``) against building it again with the verdict stored.
@@ -78,33 +78,35 @@ def timed(build):
 def default_vs_upstream(weights: Path, reps: int, ceiling: dict[str, float]) -> dict:
     """Parts 1-3: the Upscaler built twice (cold, then with the stored verdict), then timed."""
     cold, cold_s = timed(lambda: Upscaler(str(weights), device="cpu"))
-    warm, warm_s = timed(lambda: Upscaler(str(weights), device="cpu"))
-    fp32 = Upscaler(str(weights), device="cpu", precision="fp32")
     print(f"first use:  {cold_s:.1f} s to build, precision {cold.precision_reason}")
+    first_line = cold.precision_reason
+    del cold  # its memory: four copies of cat_8x at once would be too many for a small machine
+    warm, warm_s = timed(lambda: Upscaler(str(weights), device="cpu"))
     print(f"second use: {warm_s:.1f} s to build, precision {warm.precision_reason}")
     print(f"calibration cost on first use: {cold_s - warm_s:.1f} s")
+    fixed = {p: Upscaler(str(weights), device="cpu", precision=p) for p in ("fp32", "bf16")}
     x = photos(warm.in_size, 1).numpy()
     upstream = _eager("ref")(warm.model)
-    fns = {"upstream (ref, fp32 eager)": lambda a: upstream(torch.from_numpy(a)),
-           f"gleansr default (auto: {warm.precision})": warm.run, "gleansr --precision fp32": fp32.run}
-    for fn in fns.values():
+    variants = {"upstream (ref, fp32 eager)": (lambda a: upstream(torch.from_numpy(a)), "fp32"),
+                f"gleansr default (auto: {warm.precision})": (warm.run, warm.precision),
+                **{f"gleansr --precision {p}": (up.run, p) for p, up in fixed.items()}}
+    for fn, _ in variants.values():
         fn(x)  # warm-up
-    times = interleaved(fns, x, reps)
+    times = interleaved({name: fn for name, (fn, _) in variants.items()}, x, reps)
     base = times["upstream (ref, fp32 eager)"]
     rows = []
     print(f"\n| variant ({CAT}, batch 1, --weights random) | s / image | fastest | vs upstream | GFLOP/s | of ceiling |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, t in times.items():
-        med = statistics.median(t)
+        med, precision = statistics.median(t), variants[name][1]
         ratio = statistics.median(b / v for b, v in zip(base, t))
-        precision = warm.precision if name.startswith("gleansr default") else "fp32"
         gflops = FLOPS_PER_IMAGE[CAT] / med / 1e9
         frac = gflops / ceiling[precision]
         print(f"| {name} | {med:.2f} | {min(t):.2f} | {ratio:.2f}x | {gflops:.0f} | {frac:.2f} of {precision} |")
         rows.append({"variant": name, "s_per_image": med, "s_min": min(t), "ratio": ratio, "gflops": gflops,
                      "of_ceiling": frac, "precision": precision, "times": t})
     return {"first_use_build_s": cold_s, "cached_build_s": warm_s, "calibration_s": cold_s - warm_s,
-            "first_line": cold.precision_reason, "cached_line": warm.precision_reason, "rows": rows}
+            "first_line": first_line, "cached_line": warm.precision_reason, "rows": rows}
 
 
 def batch_table(models: dict[str, torch.nn.Module], batches: list[int], reps: int) -> list[dict]:
