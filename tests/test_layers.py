@@ -9,13 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gleansr"
 
 # ARCHITECTURE.md's table, lowest first: module path prefixes (relative to the package) per layer.
 LAYERS = [
-    ("base", ["errors", "atomic", "glean_config", "arch", "hardware", "precision", "tuning"]),
+    ("base", ["errors", "atomic", "glean_config", "arch", "hardware", "tuning"]),
     ("ops", ["ops"]),
     ("models", ["models"]),
     ("loading", ["loading"]),
     ("zoo", ["zoo", "hub"]),
     ("imaging", ["imaging"]),
-    ("inference", ["inference"]),
+    ("inference", ["inference", "precision"]),  # precision: auto's calibration runs the snapshot
     ("pipeline", ["pipeline", "evaluate", "metrics", "perceptual_metrics"]),
     ("training", ["train", "data", "glyphs"]),
     ("deploy", ["onnx", "serve", "ray"]),
