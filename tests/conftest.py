@@ -35,6 +35,16 @@ TINY_GLEAN = dict(in_size=8, out_size=32, rrdb_channels=8, num_rrdbs=1, style_ch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Tests leave the user's cache folder alone (weights records, precision verdicts): unless the caller
+# names one, the session gets its own, inherited by the CLIs the tests start.
+if "GLEANSR_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GLEANSR_HOME"] = tempfile.mkdtemp(prefix="gleansr-test-home-")
+    atexit.register(shutil.rmtree, os.environ["GLEANSR_HOME"], ignore_errors=True)
+
 
 def load_script(name: str):
     """A module of the repository's scripts/ folder (they are not a package)."""

@@ -12,7 +12,7 @@ from gleansr.pipeline.upscaler import Upscaler
 
 @pytest.fixture
 def up(tiny_glean):
-    return Upscaler(tiny_glean, device="cpu")
+    return Upscaler(tiny_glean, device="cpu", precision="fp32")  # the fp32 numbers the tests compare
 
 
 def direct(model, rgb01: np.ndarray) -> np.ndarray:
