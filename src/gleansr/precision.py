@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -259,7 +258,8 @@ def measured_verdict(model: "torch.nn.Module", device: "torch.device", candidate
 
     path = verdict_path(weights_id, signature, candidate)
     stored = None if refresh else load_verdict(path)
-    if stored is not None:
+    if stored is not None and (stored.weights_sha256, stored.device, stored.torch) == (weights_id, signature,
+                                                                                     torch.__version__):
         return stored, True
     verdict = calibrate(model, device, candidate)
     verdict = Verdict(**{**asdict(verdict), "weights_sha256": weights_id, "device": signature,
@@ -267,7 +267,7 @@ def measured_verdict(model: "torch.nn.Module", device: "torch.device", candidate
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     try:
         _write_json(path, asdict(verdict))
-    except OSError:  # a read-only cache folder: the verdict holds for this process only
+    except OSError:  # a read-only cache folder: measured again next time
         pass
     return verdict, False
 
