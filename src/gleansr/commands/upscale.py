@@ -104,7 +104,6 @@ def _source(args) -> tuple[object, object]:
 
 def _check_faces(args, entry) -> None:
     """--faces takes face models only (the policy's rule), asked before the model is loaded."""
-    from ..pipeline.face_detect import check_installed
     from ..pipeline.policy import face_model_verdict, model_facts
 
     if args.face_model_ok and not (args.faces and args.weights):
@@ -112,6 +111,8 @@ def _check_faces(args, entry) -> None:
     if args.faces:
         facts = model_facts(entry, name=str(args.weights), face_model=True if args.face_model_ok else None)
         face_model_verdict(facts).refuse()
+        from ..pipeline.face_detect import check_installed  # imports torch: only with --faces
+
         check_installed()
 
 

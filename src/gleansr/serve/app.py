@@ -35,7 +35,6 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import GleanError, OutOfMemory, WeightsError
-from ..pipeline.face_detect import check_installed as check_faces_installed
 from ..pipeline.images import encode_image
 from ..pipeline.policy import Refusal, face_model_verdict
 from . import uploads
@@ -319,8 +318,10 @@ def _photo_scale(params: dict, info: ModelInfo) -> int | None:
     verdict = face_model_verdict(facts(info))
     if not verdict.ok:
         raise api_error(verdict.code, verdict.sentence)
+    from ..pipeline.face_detect import check_installed  # imports torch: only for faces=true
+
     try:
-        check_faces_installed()
+        check_installed()
     except GleanError as exc:
         raise api_error("faces_unavailable", str(exc)) from None
     return scale or info.scale
