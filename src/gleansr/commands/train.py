@@ -72,11 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-every", type=int, metavar="N", help="validation interval (iterations)")
     parser.add_argument("--bank", metavar="FILE|random|pretrained",
                         help="StyleGAN2 file (generator_ema -> bank, discriminator -> D; any format `gleansr "
-                             "convert` reads), 'random' for random bank and D, or 'pretrained' (a preset's "
-                             "default: its official bank, downloaded and verified); shorthand for --set bank=...")
-    parser.add_argument("--init", metavar="FILE", type=Path,
-                        help="start the generator from this GLEAN generator file (release, export or "
-                             "safetensors; same architecture), after the bank; shorthand for --set init=...")
+                             "convert` reads) or a GLEAN file (its bank; D random), 'random' for random bank and D, "
+                             "or 'pretrained' (a preset's default: its official bank, downloaded and verified); "
+                             "default with --init: the bank inside the --init file; shorthand for --set bank=...")
+    parser.add_argument("--init", metavar="NAME|FILE",
+                        help="fine-tune: start the generator, its bank included, from a zoo model or any GLEAN "
+                             "file (release, export, safetensors, run folder; same architecture), with the "
+                             "fine-tune learning rate and warm-up unless --set gives them; shorthand for --set init=...")
     parser.add_argument("--vgg", metavar="PATH",
                         help="torchvision VGG16 weights (vgg16-397923af.pth) for the perceptual loss; "
                              "default: the cached copy, downloaded if missing")

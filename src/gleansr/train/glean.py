@@ -7,7 +7,8 @@ One iteration (as MMEditing's ``SRGAN.train_step``, which GLEAN uses):
 2. discriminator step: ``BCE(D(hr), real)`` and ``BCE(D(sr.detach()), fake)``, back-propagated
    one after the other (the minibatch-stddev layer never mixes real and fake images).
 
-The learning rate of both Adam optimizers follows :func:`~gleansr.train.config.cosine_restart_lr`.
+The learning rate of both Adam optimizers follows :func:`~gleansr.train.config.scheduled_lr`
+(cosine restarts after an optional linear warm-up).
 The latent bank is frozen, and so are the ``fusion_skip`` convs: they only feed the bank's RGB
 branch, which never reaches GLEAN's output; upstream trains them with a zero gradient (so they
 never change), and leaving them trainable would make DDP wait for gradients that never come.
@@ -35,7 +36,7 @@ from ..evaluate import ImageResult, evaluate_dataset, module_sr_fn
 from ..models import GLEANStyleGANv2
 from ..loading import load_state_dict_strict
 from . import glean_start
-from .config import RESUMABLE_CHANGES, START_ONLY, TrainConfig, config_from_dict, cosine_restart_lr
+from .config import RESUMABLE_CHANGES, START_ONLY, TrainConfig, config_from_dict, scheduled_lr, with_init
 from .distributed import DistInfo
 from .glean_start import RunPaths
 from .log import logger, save_sample_strip
@@ -142,14 +143,15 @@ def _discriminator_step(nets: Nets, config: TrainConfig, reals: list[torch.Tenso
     return losses
 
 
-def build_nets(config: TrainConfig, info: DistInfo, bank: Path | None, vgg: Path | None, fresh: bool) -> Nets:
+def build_nets(config: TrainConfig, info: DistInfo, bank: Path | None, vgg: Path | None, fresh: bool,
+               init: Path | None = None) -> Nets:
     """Networks (initial weights on a fresh run), optimizers, scalers, DDP wrappers."""
     dev = info.device
     generator = GLEANStyleGANv2(**config.model.to_dict())
     generator.fusion_skip.requires_grad_(False)  # see the module docstring
     discriminator = build_discriminator(config)
     if fresh:
-        glean_start.initialise(generator, discriminator, config, bank)
+        glean_start.initialise(generator, discriminator, config, bank, init)
     generator.to(dev).train()
     discriminator.to(dev).train()
     perceptual = None
@@ -181,7 +183,7 @@ class GleanRecipe:
         self.config, self.paths, self.notes = config, paths, notes
         self.images_per_step = config.batch_size * config.accumulate
         self.val_set: Dataset | None = None
-        self.files: tuple[Path | None, Path | None] = (None, None)
+        self.files: tuple[Path | None, Path | None, Path | None] = (None, None, None)
         self.nets: Nets | None = None
 
     def prepare(self, info: DistInfo, fresh: bool) -> Dataset:
@@ -193,7 +195,7 @@ class GleanRecipe:
                 logger.warning(note)
         bank = glean_start.bank_file(config, info) if fresh else None
         vgg = glean_start.vgg_file(self.paths.vgg, info) if config.perceptual_weight > 0 else None
-        self.files = (bank, vgg)
+        self.files = (bank, vgg, glean_start.init_file(config, info) if fresh else None)
         if info.is_main:
             for note in glean_start.start_notes(config, bank, fresh):
                 logger.info(note)
@@ -201,7 +203,8 @@ class GleanRecipe:
 
     def build(self, info: DistInfo, fresh: bool) -> None:
         self.info = info
-        self.nets = build_nets(self.config, info, *self.files, fresh=fresh)
+        bank, vgg, init = self.files
+        self.nets = build_nets(self.config, info, bank, vgg, fresh, init)
 
     def load_state(self, state: Mapping[str, Any], source: str) -> None:
         for part, key in zip(_STATE_PARTS, _STATE_KEYS):
@@ -222,14 +225,14 @@ class GleanRecipe:
         nets, dev = self.nets, self.info.device
         for opt, base in ((nets.opt_g, self.config.lr_g), (nets.opt_d, self.config.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = cosine_restart_lr(iteration, base, self.config)
+                group["lr"] = scheduled_lr(iteration, base, self.config)
         losses = _train_step(nets, self.config, batch["lr"].to(dev, non_blocking=True),
                              batch["hr"].to(dev, non_blocking=True))
         return torch.stack(losses)
 
     def log_values(self, iteration: int) -> dict[str, float]:
-        return {"lr_g": cosine_restart_lr(iteration, self.config.lr_g, self.config),
-                "lr_d": cosine_restart_lr(iteration, self.config.lr_d, self.config)}
+        return {"lr_g": scheduled_lr(iteration, self.config.lr_g, self.config),
+                "lr_d": scheduled_lr(iteration, self.config.lr_d, self.config)}
 
     def periodic_due(self, iteration: int, final: bool) -> bool:
         return self.val_set is not None and (iteration % self.config.val_every == 0 or final)
@@ -249,8 +252,7 @@ def resolve_config(config: TrainConfig | None, paths: RunPaths, overrides: Mappi
     previous = config_from_dict(saved, source) if saved is not None else None
     if config is None and previous is None:
         raise GleanError("no config given and no checkpoint to resume from; pass a preset or a config file")
-    requested = with_overrides(config if config is not None else previous, overrides)
-    notes = []
+    requested, notes = with_init(with_overrides(config if config is not None else previous, overrides), overrides)
     if paths.lr_data is not None and requested.degrade:
         notes.append(f"--lr-data turns off the on-the-fly degradations that define "
                      f"{requested.preset or 'this config'} (recorded as degrade=false in config.json)")

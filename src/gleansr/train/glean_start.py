@@ -4,8 +4,9 @@ notes it gives at start when it departs from the preset's upstream recipe.
 Starting weights, as upstream: a preset's bank is its pretrained StyleGAN2 (``generator_ema`` ->
 the bank, ``discriminator`` -> D, strict), fetched and verified like released weights; a random
 bank or discriminator only when asked by name (``bank="random"``, ``discriminator="random"``);
-a config of your own names its bank file (or ``random``). ``init`` starts the whole generator
-from a GLEAN generator file (MMagic's ``load_from``), after the bank.
+a config of your own names its bank file (or ``random``). ``init`` (a zoo name or any GLEAN
+file) starts the whole generator, its bank included (MMagic's ``load_from``); a bank named
+beside it then replaces that bank. A GLEAN file given as the bank lends its bank; D starts random.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from ..data.datasets import HRFolderDataset, PairedFolderDataset
 from ..data.degradations import Degradation, DegradationParams
 from ..errors import GleanError, require_file
 from ..models import GLEANStyleGANv2
-from ..loading import init_glean_from_bank, load_glean, load_state_dict_strict
+from ..loading import init_glean_from_bank, inspect, load_glean, load_state_dict_strict
 from ..loading.bank import BANK_FILE
-from ..zoo import VGG16_WEIGHTS, WeightsSource, get_entry, weights_file
-from .config import PRETRAINED, RANDOM, TrainConfig
+from ..zoo import VGG16_WEIGHTS, ZOO, WeightsSource, get_entry, weights_file
+from .config import FROM_INIT, PRETRAINED, RANDOM, TrainConfig
 from .distributed import DistInfo, barrier
 
 logger = logging.getLogger("gleansr.train")
@@ -75,7 +76,7 @@ def vgg_file(given: str | Path | None, info: DistInfo) -> Path:
 
 def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
     """The StyleGAN2 file a fresh run starts its bank and D from; None for random weights."""
-    if config.bank == RANDOM or (not config.bank and (config.init or not config.model.latent_bank)):
+    if config.bank in (RANDOM, FROM_INIT) or (not config.bank and (config.init or not config.model.latent_bank)):
         return None  # asked for; or the generator comes from --init; or the no-bank ablation
     if not config.bank:
         raise GleanError("a config of your own must say which bank it uses: --bank FILE (a StyleGAN2 file: "
@@ -93,23 +94,50 @@ def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
                                         "'random' or 'pretrained'")
 
 
+def init_file(config: TrainConfig, info: DistInfo) -> Path | None:
+    """The GLEAN file the generator starts from: a zoo model's weights (fetched and verified like
+    any released weights) or the path given; None without ``init``."""
+    if not config.init:
+        return None
+    if config.init in ZOO:
+        return _fetch(ZOO[config.init].weights, info)
+    path = Path(config.init).expanduser()
+    if not path.exists():
+        raise GleanError(f"--init {config.init}: no such file or folder, and not a zoo model ({', '.join(ZOO)})")
+    return path
+
+
+def _load_bank(generator: GLEANStyleGANv2, bank: Path) -> tuple[dict[str, torch.Tensor] | None, bool]:
+    """The bank from a StyleGAN2 file, or a GLEAN file's own bank; returns (the file's discriminator
+    state or None, whether it was a GLEAN file, which holds no discriminator by design)."""
+    found = inspect(bank) if bank.is_file() else None  # a folder: a bank run's
+    if found is None or not found.is_glean:
+        return init_glean_from_bank(generator, bank), False
+    prefix = "generator."
+    state = {key[len(prefix):]: value for key, value in found.weights.items() if key.startswith(prefix)}
+    load_state_dict_strict(generator.generator, state, f"{bank} (the bank of this GLEAN file)")
+    return None, True
+
+
 def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, config: TrainConfig,
-               bank: Path | None) -> None:
-    """Fresh run: the bank (and D) from ``bank``, then the generator from ``config.init``."""
-    if bank is not None:
-        d_state = init_glean_from_bank(generator, bank)
-        if config.discriminator != RANDOM:
-            if d_state is None:
-                raise GleanError(f"{bank} holds no discriminator; add --set discriminator=random to start D "
-                                 "from random weights")
-            load_state_dict_strict(discriminator, d_state, f"{bank} (discriminator)")
-    if config.init:
-        start = load_glean(config.init)
+               bank: Path | None, init: Path | None) -> None:
+    """Fresh run: the generator from ``init``, then the bank (and D) from ``bank``."""
+    if init is not None:
+        start = load_glean(init)
         if start.config != config.model:
             raise GleanError(f"--init {config.init}: its generator is {start.config.in_size} -> "
                              f"{start.config.out_size} {start.config.to_dict()}, this run's model is "
                              f"{config.model.to_dict()}")
         load_state_dict_strict(generator, start.state_dict(), f"{config.init} (--init)")
+    if bank is None:
+        return
+    d_state, from_glean = _load_bank(generator, bank)
+    if config.discriminator == RANDOM or from_glean:
+        return
+    if d_state is None:
+        raise GleanError(f"{bank} holds no discriminator; add --set discriminator=random to start D "
+                         "from random weights")
+    load_state_dict_strict(discriminator, d_state, f"{bank} (discriminator)")
 
 
 def start_notes(config: TrainConfig, bank: Path | None, fresh: bool) -> list[str]:
@@ -117,8 +145,9 @@ def start_notes(config: TrainConfig, bank: Path | None, fresh: bool) -> list[str
     if not fresh:
         return []
     if bank is not None:
-        what = f"pretrained StyleGAN2 of {config.preset}" if config.bank == PRETRAINED else "StyleGAN2 file"
-        d = "random (asked by discriminator=random)" if config.discriminator == RANDOM else "from the same file"
+        what = f"pretrained StyleGAN2 of {config.preset}" if config.bank == PRETRAINED else "the file"
+        d = ("random (asked by discriminator=random)" if config.discriminator == RANDOM
+             else "from the same file (random if it is a GLEAN file, which holds none)")
         notes = [f"bank: {what} {bank}; discriminator: {d}"]
     elif config.bank == RANDOM:
         notes = ["bank: random (asked by --bank random): the latent bank and the discriminator start random; "
@@ -126,7 +155,7 @@ def start_notes(config: TrainConfig, bank: Path | None, fresh: bool) -> list[str
     elif not config.model.latent_bank:
         notes = ["no latent bank (model.latent_bank=false); the discriminator starts random"]
     else:
-        notes = ["discriminator: random (no --bank given; the bank comes from --init)"]
+        notes = [f"bank: the one inside {config.init} (--init); discriminator: random (a GLEAN file holds none)"]
     if config.init:
         notes.append(f"generator: from {config.init} (--init)")
     return notes
