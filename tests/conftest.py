@@ -9,22 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from gleansr.parity import find_shared
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _find_shared() -> Path:
-    """$GLEANSR_SHARED, else ``../shared`` beside the checkout, else beside the checkout this
-    one was cloned from (a scratch clone of a local repository keeps working)."""
-    if os.environ.get("GLEANSR_SHARED"):
-        return Path(os.environ["GLEANSR_SHARED"])
-    candidates = [REPO.parent / "shared"]
-    origin = subprocess.run(["git", "-C", str(REPO), "config", "remote.origin.url"], capture_output=True, text=True)
-    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
-        candidates.append(Path(origin.stdout.strip()).resolve().parent / "shared")
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-SHARED = _find_shared()
+SHARED = find_shared(REPO)  # the library's rule, as `gleansr verify` looks
 FIXTURE_DIR = SHARED / "reference" / "fixture"
 MANIFEST_DIR = SHARED / "reference" / "manifests"
 CACHE = Path(os.environ.get("GLEANSR_TEST_CACHE", REPO / "build" / "fixture"))

@@ -1,12 +1,12 @@
 """``gleansr verify``: found fixture from any folder, cache outside it, the snapshot checked."""
 import os
-from pathlib import Path
 
 import pytest
 
 import gleansr.models.fused as fused
 from gleansr.cli import main
 from gleansr.commands import verify
+from gleansr.parity import checkout, shared_candidates
 from conftest import SHARED
 
 
@@ -55,11 +55,11 @@ def test_default_cache_is_the_user_cache_folder(monkeypatch, tmp_path):
 
 def test_fixture_search_order(monkeypatch, tmp_path):
     monkeypatch.setenv("GLEANSR_SHARED", str(tmp_path))
-    found = verify.fixture_candidates()
-    checkout = Path(verify.__file__).resolve().parents[3]
-    assert found[0] == tmp_path / "reference" / "fixture"
-    assert found[1:] == [checkout.parent / "shared" / "reference" / "fixture",
-                         checkout / "shared" / "reference" / "fixture", Path("../shared/reference/fixture")]
+    assert shared_candidates() == [tmp_path]
+    monkeypatch.delenv("GLEANSR_SHARED")
+    monkeypatch.chdir(tmp_path)
+    found = shared_candidates()
+    assert found[0] == checkout().parent / "shared" and found[-1] == tmp_path.parent / "shared"
 
 
 def test_missing_fixture_is_one_line(tmp_path, capsys):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 NAME = "verify"
 HELP = "check the models against the upstream MMEditing parity fixture (offline)"
-FIXTURE = Path("reference") / "fixture"
 # (label, max |diff| allowed) per compute type, against upstream's output in that type
 TOLERANCES = {"float64": 1e-9, "float32": 2e-4}
 
@@ -28,25 +27,10 @@ def _cache_default() -> Path:
     return Path(base) / "gleansr" / "verify"
 
 
-def fixture_candidates() -> list[Path]:
-    """Where the fixture is looked for, in order: $GLEANSR_SHARED, ``shared/`` beside (or inside)
-    the checkout the package was installed from, then ``../shared`` from the current folder."""
-    found = []
-    if os.environ.get("GLEANSR_SHARED"):
-        found.append(Path(os.environ["GLEANSR_SHARED"]) / FIXTURE)
-    checkout = Path(__file__).resolve().parents[3]  # <checkout>/src/gleansr/commands/verify.py
-    found += [checkout.parent / "shared" / FIXTURE, checkout / "shared" / FIXTURE, Path("..") / "shared" / FIXTURE]
-    return found
-
-
-def find_fixture() -> Path | None:
-    return next((c for c in fixture_candidates() if (c / "make_fixture_checkpoint.py").is_file()), None)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixture", type=Path, default=None,
-                   help="the fixture folder (default: $GLEANSR_SHARED/reference/fixture, then shared/ beside "
-                        "the gleansr checkout, then ../shared)")
+                   help="the fixture folder (default: $GLEANSR_SHARED/reference/fixture, else shared/ beside the "
+                        "gleansr checkout or the repository it was cloned from, else ../shared)")
     p.add_argument("--cache", type=Path, default=None,
                    help="where the regenerated 216 MB checkpoint is kept (default: ~/.cache/gleansr/verify, "
                         "or $GLEANSR_HOME/verify)")
@@ -94,13 +78,14 @@ def _checks(model, ref: dict) -> list[tuple[str, float, float]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..loading import load_glean
     from ..errors import GleanError
+    from ..loading import load_glean
+    from ..parity import FIXTURE, FIXTURE_SCRIPT, find_fixture, missing_fixture_message, shared_candidates
 
     fixture = args.fixture or find_fixture()
-    if fixture is None or not (fixture / "make_fixture_checkpoint.py").is_file():
-        tried = ", ".join(str(c) for c in ([args.fixture] if args.fixture else fixture_candidates()))
-        raise GleanError(f"no parity fixture found (looked in {tried}); pass --fixture DIR or set GLEANSR_SHARED")
+    if fixture is None or not (fixture / FIXTURE_SCRIPT).is_file():
+        looked = [args.fixture] if args.fixture else [c / FIXTURE for c in shared_candidates()]
+        raise GleanError(missing_fixture_message(looked))
     ckpt = _checkpoint(fixture, args.cache or _cache_default())
     ref = torch.load(fixture / "glean_fixture_ref.pt", weights_only=True)
     model = load_glean(ckpt)

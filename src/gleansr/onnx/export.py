@@ -69,8 +69,9 @@ class Exported:
 
 
 def resolve_source(name_or_path: str | os.PathLike[str], download: bool = False) -> ExportSource:
-    """A zoo model (with its weights) or any GLEAN file the loader reads."""
-    from ..loading import load_glean
+    """A zoo model (with its weights), any GLEAN file the loader reads, or a run folder (its latest
+    checkpoint, the model named after the run)."""
+    from ..loading import build_glean, inspect
     from ..zoo import ZOO, create_model, weights_file
 
     name = str(name_or_path)
@@ -79,8 +80,11 @@ def resolve_source(name_or_path: str | os.PathLike[str], download: bool = False)
         path = weights_file(entry, download)
         model, domain = create_model(name, weights=path), entry.domain
     elif Path(name).exists():
-        path = Path(name)
-        model, name, domain = load_glean(path), path.stem, "unknown"
+        found = inspect(name)  # a file, or a run folder's latest checkpoint
+        path, domain = found.path, "unknown"
+        # a training checkpoint (runs/x/last.pt, or the folder runs/x) is named after its run
+        name = path.parent.name if found.kind == "training-checkpoint" else path.stem
+        model = build_glean(found)
     else:
         from ..zoo import unknown_model_message
 

@@ -68,10 +68,16 @@ def _fetch(source: WeightsSource, info: DistInfo) -> Path:
 
 
 def vgg_file(given: str | Path | None, info: DistInfo) -> Path:
-    """The VGG16 weights for the perceptual loss: the user's file, or the cached/downloaded one."""
+    """The VGG16 weights for the perceptual loss: the user's file, or the cached/downloaded one;
+    when neither can be had, the error names both ways out (place the file, or no perceptual loss)."""
+    without = "or train without the perceptual loss: --set perceptual_weight=0"
     if given is None:
-        return _fetch(VGG16_WEIGHTS, info)
-    return require_file(Path(given).expanduser(), "--vgg weights file")
+        try:
+            return _fetch(VGG16_WEIGHTS, info)
+        except GleanError as exc:
+            raise GleanError(f"the perceptual loss needs VGG16: {exc}; {without}") from None
+    return require_file(Path(given).expanduser(), "--vgg weights file",
+                        f"--vgg takes torchvision's {VGG16_WEIGHTS.filename}, {without}")
 
 
 def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:

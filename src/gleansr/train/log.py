@@ -67,10 +67,11 @@ def trim_metrics(path: Path, last_iter: int) -> None:
     atomic_write_bytes(path, "".join(kept).encode("utf-8"), overwrite=True)
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
-    """A SummaryWriter if the ``tensorboard`` package is installed, else None (with a note)."""
+def _tensorboard_writer(run_dir: Path, note: bool) -> Any:
+    """A SummaryWriter if the ``tensorboard`` package is installed, else None (with a note if ``note``)."""
     if importlib.util.find_spec("tensorboard") is None:
-        logger.info("TensorBoard is not installed; metrics go to metrics.jsonl only")
+        if note:
+            logger.info("TensorBoard is not installed; metrics go to metrics.jsonl only")
         return None
     from torch.utils.tensorboard import SummaryWriter
 
@@ -85,7 +86,8 @@ class RunLog:
         start_iter: iterations already done (metrics past it are trimmed).
         max_iters: length of the progress bar.
         enabled: False on ranks other than 0: nothing is shown or written.
-        progress: show the tqdm bar.
+        progress: show the tqdm bar, and the note that TensorBoard is missing (once per run folder:
+            at its start, not on resume).
     """
 
     def __init__(self, run_dir: Path, start_iter: int, max_iters: int, enabled: bool, progress: bool = True) -> None:
@@ -97,7 +99,7 @@ class RunLog:
         self.tensorboard = None
         if enabled:
             trim_metrics(self.path, start_iter)
-            self.tensorboard = _tensorboard_writer(Path(run_dir))
+            self.tensorboard = _tensorboard_writer(Path(run_dir), note=progress and start_iter == 0)
 
     def add(self, values: Mapping[str, Any]) -> None:
         """Values for the current iteration's record (several calls merge)."""
