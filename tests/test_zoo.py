@@ -103,8 +103,11 @@ def test_models_command_lists_every_entry_with_domain_and_input(capsys):
     out = capsys.readouterr().out
     for entry in ZOO.values():
         line = next(line for line in out.splitlines() if line.startswith(entry.name + " "))
-        assert re.search(rf"\b{entry.domain}\b", line) and entry.input_kind in line
-        assert f"{entry.in_size} -> {entry.out_size}" in line
+        assert re.search(rf"\b{entry.domain}\b", line) and f"{entry.in_size} -> {entry.out_size}" in line
+    assert main(["models", "--long"]) == 0
+    details = capsys.readouterr().out
+    for entry in ZOO.values():
+        assert entry.input_kind in " ".join(details.split())  # wrapped lines joined
 
 
 def test_the_zoo_reads_without_torch():

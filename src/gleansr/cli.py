@@ -17,6 +17,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from . import __version__
 from .errors import GleanError, describe_os_error
 from .tuning import keep_freed_memory_for_reuse
 
@@ -66,6 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with every command listed and only ``command``'s module imported and wired
     (None: none imported, enough for ``gleansr --help``)."""
     parser = argparse.ArgumentParser(prog="gleansr", description="GLEAN large-factor super-resolution.")
+    parser.add_argument("--version", action="version", version=f"gleansr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (_, help_text) in COMMANDS.items():
