@@ -239,3 +239,9 @@ def default_model() -> ModelEntry:
         if entry.weights.bundled and is_present(entry):
             return entry
     raise GleanError("no default model is installed: name one (`gleansr models` lists them) or give a weights file")
+
+
+def default_model_note(entry: ModelEntry) -> str:
+    """The line a command prints when it runs the default model because none was named."""
+    return (f"note: no --model given, using the default {entry.name} ({entry.domain}: {entry.input_kind}; "
+            f"{entry.in_size}x{entry.in_size} -> {entry.out_size}x{entry.out_size}); `gleansr models` lists the others")

@@ -20,8 +20,8 @@ HELP = "evaluate a model on HR images (PSNR, SSIM, MAE; optional LPIPS/FID) with
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("hr", metavar="HR", nargs="+", help="HR images, folders or globs (out_size x out_size)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="PRESET")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="NAME", help="a zoo model (default: the bundled one, as upscale)")
     src.add_argument("--weights", metavar="PATH")
     p.add_argument("--lr", metavar="LR_DIR", help="pre-made LR images, matched by file name stem")
     p.add_argument("-r", "--recursive", action="store_true")
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.files import collect_inputs
     from ..hardware import resolve_device
     from ..pipeline.upscaler import Upscaler
+    from ..zoo import default_model, default_model_note
 
     if args.batch_size < 1:
         raise GleanError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -131,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
         raise GleanError(f"--fid needs at least 2 HR images, got {len(items)}")
     save = _sr_saver(args.save_sr, items, args.overwrite)
     lpips, fid = _perceptual(args, resolve_device(args.device))
-    up = Upscaler(args.weights or args.model, device=args.device, precision=args.precision, download=args.download)
+    model = args.weights or args.model
+    if model is None:  # the one default of every door, said as upscale says it
+        entry = default_model()
+        model = entry.name
+        print(f"gleansr: {default_model_note(entry)}", file=sys.stderr)
+    up = Upscaler(model, device=args.device, precision=args.precision, download=args.download)
     lr_dir = Path(args.lr) if args.lr else None
     report = evaluate(
         up.sr_uint8,
