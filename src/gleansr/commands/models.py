@@ -24,7 +24,7 @@ def _where(entry) -> str:
 
     if entry.weights.bundled:
         return f"{ASSETS / entry.weights.filename} (built by scripts/train_glyph_model.sh)"
-    return f"{cache_dir() / entry.weights.filename} <- {entry.weights.url} (fetched with --download)"
+    return f"{cache_dir() / entry.weights.filename} (--download fetches it)"
 
 
 def _details(entry, status: str) -> list[str]:
@@ -37,6 +37,8 @@ def _details(entry, status: str) -> list[str]:
               ("face model", "yes (--faces)" if entry.face_model else "no"),
               ("metrics", f"{metrics} on {entry.test_set}"), ("trained on", entry.trained_on),
               ("licence", entry.licence), ("weights", f"{status}: {_where(entry)}")]
+    if entry.weights.url:
+        fields.append(("url", entry.weights.url))  # one word: the only line that may pass WIDTH
     lines = [entry.name]
     for key, value in fields:
         lines += textwrap.wrap(value, WIDTH, initial_indent=f"  {key + ':':12s}", subsequent_indent=" " * 14,
@@ -63,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights cache: {cache_dir()}  (set GLEANSR_HOME to move it)")
     if args.paths:
         for e in ZOO.values():
-            print(f"{e.name}: {_where(e)}")
+            print(f"{e.name}: {_where(e)}" + (f" <- {e.weights.url}" if e.weights.url else ""))
     return 0
