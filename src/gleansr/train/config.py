@@ -172,7 +172,7 @@ def with_init(config: TrainConfig, given: Mapping[str, Any]) -> tuple[TrainConfi
     if not config.init or "init" not in given:
         return config, []
     changes: dict[str, Any] = {}
-    if "bank" not in given and config.bank in ("", PRETRAINED):
+    if "bank" not in given and config.bank in ("", PRETRAINED, RANDOM):  # a preset's or a file's default
         changes["bank"] = FROM_INIT
     tuned = {key: value for key, value in FINETUNE_SETTINGS if key not in given}
     changes.update(tuned)

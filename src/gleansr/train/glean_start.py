@@ -127,7 +127,10 @@ def _load_bank(generator: GLEANStyleGANv2, bank: Path) -> tuple[dict[str, torch.
 
 def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, config: TrainConfig,
                bank: Path | None, init: Path | None) -> None:
-    """Fresh run: the generator from ``init``, then the bank (and D) from ``bank``."""
+    """Fresh run: the generator from ``init``, then the bank (and D) from ``bank``; a random bank
+    asked for by name stays random (the init file's bank is not used then)."""
+    random_bank = {k: v.clone() for k, v in generator.generator.state_dict().items()} if (
+        init is not None and config.bank == RANDOM) else None
     if init is not None:
         start = load_glean(init)
         if start.config != config.model:
@@ -135,6 +138,8 @@ def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, confi
                              f"{start.config.out_size} {start.config.to_dict()}, this run's model is "
                              f"{config.model.to_dict()}")
         load_state_dict_strict(generator, start.state_dict(), f"{config.init} (--init)")
+    if random_bank is not None:
+        generator.generator.load_state_dict(random_bank)
     if bank is None:
         return
     d_state, from_glean = _load_bank(generator, bank)
