@@ -133,7 +133,7 @@ def _bank_file(folder: Path) -> Path:
     from gleansr.train.config import load_config
 
     model = load_config(EXAMPLE_CONFIG).model
-    generator_kwargs = model.bank_kwargs
+    generator_kwargs = model.bank_kwargs()
     disc_kwargs = dict(in_size=model.out_size, channel_multiplier=model.channel_multiplier,
                        blur_kernel=list(model.blur_kernel), mbstd_cfg={"group_size": 4, "channel_groups": 1},
                        channel_max=model.channel_max)
