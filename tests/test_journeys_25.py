@@ -46,12 +46,14 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def glyph_folder(root: Path) -> Path:
-    """my_glyphs/{train,test}: the bundled 128x128 HR glyphs (6 to train on, 2 held out)."""
+    """my_glyphs/{train,test}/FONT/*.png as `gleansr data glyphs` lays them out: the bundled
+    128x128 HR glyphs (6 to train on, 2 held out), each under its font's folder."""
     names = sorted(p.name for p in SAMPLES_HR.iterdir())
     for split, chosen in (("train", names[:6]), ("test", names[6:])):
-        (root / split).mkdir(parents=True)
         for name in chosen:
-            shutil.copy(SAMPLES_HR / name, root / split / name)
+            font = root / split / name.rsplit("_u", 1)[0]
+            font.mkdir(parents=True, exist_ok=True)
+            shutil.copy(SAMPLES_HR / name, font / name)
     return root
 
 
@@ -98,9 +100,9 @@ def test_25_1_the_readme_finetuning_example_runs_and_improves_nothing_away(finet
     assert {key: config[key] for key, _ in FINETUNE_SETTINGS} == dict(FINETUNE_SETTINGS)
     evals = [proc.stdout for command, proc in results if command == "eval"]
     assert len(evals) == 2 and all("GLEAN" in out for out in evals)
-    assert sorted(p.name for p in (work / "my_sr").iterdir()) == sorted(
-        p.stem + "_x8.png" for p in (work / "my_glyphs" / "test").iterdir())
-    assert Image.open(next((work / "my_sr").iterdir())).size == (128, 128)
+    assert sorted(p.name for p in (work / "my_sr").rglob("*.png")) == sorted(
+        p.stem + "_x8.png" for p in (work / "my_glyphs" / "test").rglob("*.png"))
+    assert Image.open(next((work / "my_sr").rglob("*.png"))).size == (128, 128)
     assert (work / "my_glyphs.safetensors").is_file()
 
 
