@@ -31,8 +31,9 @@ PRETRAINED = "pretrained"  # the preset's own StyleGAN2
 FROM_INIT = "init"  # the bank that comes inside the --init GLEAN file (the discriminator starts random)
 
 # A fine-tune (a run started with --init) of a converged model: the from-scratch learning rate
-# knocks it back; 5e-5 after a 20-iteration linear warm-up improved glean_glyphs_8x the most of
-# the recipes measured (README "Fine-tuning a model on your own data"). Keys given with --set win.
+# knocks it back; 5e-5 after a 20-iteration linear warm-up improves glean_glyphs_8x (1e-4 ends
+# within the noise of it; the smaller is the safer), README "Fine-tuning a model on your own
+# data". Keys given with --set win.
 FINETUNE_SETTINGS: tuple[tuple[str, Any], ...] = (("lr_g", 5e-5), ("lr_d", 5e-5), ("warmup_iters", 20))
 
 # Fields that may differ between a checkpoint and the command that resumes it: cadence and
