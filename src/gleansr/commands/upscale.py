@@ -97,8 +97,7 @@ def _source(args) -> tuple[object, object]:
         return args.weights, None
     entry = zoo.get_entry(args.model) if args.model else zoo.default_model()
     if not args.model:
-        _say(f"note: no --model given, using the default {entry.name} ({entry.domain}: {entry.input_kind}; "
-             f"{entry.in_size}x{entry.in_size} -> {entry.out_size}x{entry.out_size}); `gleansr models` lists the others")
+        _say(zoo.default_model_note(entry))
     return entry.name, entry
 
 
