@@ -290,7 +290,7 @@ def load_banks(items: list[str], seed: int) -> dict[str, StyleGAN2Generator]:
     for name, path in named.items():
         if path == "random":
             torch.manual_seed(seed)
-            banks[name] = StyleGAN2Generator(**config).eval()
+            banks[name] = StyleGAN2Generator.from_config(config).eval()
         else:
             banks[name] = files[name].build_generator(path).eval()
     return banks

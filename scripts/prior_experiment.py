@@ -109,7 +109,7 @@ def shipped_bank(out: Path) -> Path:
 
     if not out.exists():
         glean = load_model("glean_glyphs_8x")
-        export_bank(BankWeights(generator=glean.generator.state_dict(), generator_config=glean.config.bank_kwargs()),
+        export_bank(BankWeights(generator=glean.generator.state_dict(), generator_config=glean.config.bank),
                     out)
     return out
 

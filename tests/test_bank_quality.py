@@ -45,7 +45,7 @@ def bank(tmp_path_factory):
     torch.manual_seed(1)
     generator = StyleGAN2Generator(**config)
     path = tmp_path_factory.mktemp("run") / "bank.safetensors"
-    export_bank(BankWeights(generator.state_dict(), config), path)
+    export_bank(BankWeights(generator.state_dict(), generator.config), path)
     return path
 
 

@@ -1,10 +1,19 @@
 """The architecture of a GLEAN generator as plain data: torch-free, so that the zoo, the command
-line's argument parsing and ONNX deployments can read a model's facts without PyTorch."""
+line's argument parsing and ONNX deployments can read a model's facts without PyTorch.
+
+A :class:`GLEANConfig` validates itself when built (sizes powers of two with ``4 <= in_size <
+out_size``, widths and depths in range) and holds its latent bank's architecture as a typed
+:class:`~gleansr.arch.StyleGAN2Config` (:attr:`GLEANConfig.bank`). Files store the flat
+``to_dict()`` (MMEditing's constructor arguments plus gleansr's extensions).
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+
+from .arch import (RRDB_GROWTH, DiscriminatorConfig, StyleGAN2Config, _conv, _from_dict, check_int, check_number,
+                   check_taps)
 
 
 @dataclass(frozen=True)
@@ -19,33 +28,71 @@ class GLEANConfig:
     style_channels: int = 512
     num_mlps: int = 8
     channel_multiplier: float = 2
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    blur_kernel: tuple[float, ...] = (1, 3, 3, 1)
     lr_mlp: float = 0.01
     channel_max: int = 512
     latent_bank: bool = True
+
+    def __post_init__(self) -> None:
+        check_int("in_size", self.in_size, 4, 2048, power_of_two=True)
+        check_int("out_size", self.out_size, 8, 4096, power_of_two=True)
+        if self.out_size <= self.in_size:
+            raise ValueError(f"out_size must be larger than in_size, got {self.in_size} -> {self.out_size}")
+        check_int("img_channels", self.img_channels, 1, 4)
+        check_int("rrdb_channels", self.rrdb_channels, 1, 1024)
+        check_int("num_rrdbs", self.num_rrdbs, 1, 256)
+        if not isinstance(self.latent_bank, bool):
+            raise ValueError(f"latent_bank must be true or false, got {self.latent_bank!r}")
+        object.__setattr__(self, "blur_kernel", check_taps(self.blur_kernel))
+        object.__setattr__(self, "channel_multiplier",
+                           check_number("channel_multiplier", self.channel_multiplier, 0, 64))
+        self.bank  # validates the bank's fields
 
     @property
     def scale(self) -> int:
         return self.out_size // self.in_size
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["blur_kernel"] = list(self.blur_kernel)
-        return d
+    @property
+    def bank(self) -> StyleGAN2Config:
+        """The latent bank's architecture: the fields GLEAN shares with its StyleGAN2."""
+        return StyleGAN2Config(out_size=self.out_size, style_channels=self.style_channels, num_mlps=self.num_mlps,
+                               channel_multiplier=self.channel_multiplier, blur_kernel=self.blur_kernel,
+                               lr_mlp=self.lr_mlp, channel_max=self.channel_max)
 
-    def bank_kwargs(self) -> dict[str, Any]:
-        """The latent bank's ``StyleGAN2Generator`` arguments: the fields GLEAN shares with its bank."""
-        return {"out_size": self.out_size, "style_channels": self.style_channels, "num_mlps": self.num_mlps,
-                "channel_multiplier": self.channel_multiplier, "blur_kernel": list(self.blur_kernel),
-                "lr_mlp": self.lr_mlp, "channel_max": self.channel_max}
+    def discriminator(self, mbstd_group_size: int = 4) -> DiscriminatorConfig:
+        """The discriminator GLEAN trains against: its bank's (upstream starts it from the StyleGAN2 one)."""
+        return DiscriminatorConfig.matching(self.bank, mbstd_group_size)
+
+    def parameter_count(self) -> int:
+        """Trainable and frozen parameters of the generator, computed without building it."""
+        ch, bank, r = self.bank.channels, self.bank, self.rrdb_channels
+        dense = sum(_conv(r + i * RRDB_GROWTH, r if i == 4 else RRDB_GROWTH, 3) for i in range(5))
+        total = _conv(self.img_channels, r, 3) + 3 * dense * self.num_rrdbs + _conv(r, r, 3)
+        total += _conv(r, ch[self.in_size], 3)
+        encoder_res = [2**i for i in range(self.in_size.bit_length() - 1, 1, -1)]
+        for res in encoder_res:
+            c = ch[res]
+            if res > 4:
+                total += _conv(c, ch[res // 2], 3) + _conv(ch[res // 2], ch[res // 2], 3)
+            else:
+                total += _conv(c, c, 3) + 16 * c * bank.num_latents * bank.style_channels
+                total += bank.num_latents * bank.style_channels
+            total += _conv(2 * c, c, 3) + _conv(c + 3, 3, 3)  # fusion_out, fusion_skip
+        res = self.in_size
+        while res < self.out_size:
+            total += _conv(ch[res] if res == self.in_size else 2 * ch[res], 4 * ch[res * 2], 3)
+            res *= 2
+        total += _conv(2 * ch[self.out_size], 64, 3) + _conv(64, self.img_channels, 3)
+        return total + bank.parameter_count()
+
+    def state_size(self) -> int:
+        """Values of a state dict of this generator (its bank's buffers included)."""
+        return self.parameter_count() + self.bank.state_size() - self.bank.parameter_count()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "blur_kernel": list(self.blur_kernel)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GLEANConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GLEAN config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "blur_kernel" in d:
-            d["blur_kernel"] = tuple(d["blur_kernel"])
-        return cls(**d)
+    def from_dict(cls, d: Any) -> "GLEANConfig":
+        """From ``to_dict()``; unknown keys, wrong types and impossible sizes are ValueErrors."""
+        return cls(**_from_dict(cls, d, "GLEAN config"))

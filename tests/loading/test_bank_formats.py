@@ -19,9 +19,9 @@ import stylegan2_foreign as foreign
 
 
 def _ours(weights, dtype=torch.float64):
-    g = StyleGAN2Generator(**weights.generator_config).to(dtype)
+    g = StyleGAN2Generator.from_config(weights.generator_config).to(dtype)
     load_state_dict_strict(g, weights.generator)
-    d = StyleGAN2Discriminator(**weights.discriminator_config).to(dtype)
+    d = StyleGAN2Discriminator.from_config(weights.discriminator_config).to(dtype)
     load_state_dict_strict(d, weights.discriminator)
     return g, d
 
@@ -45,7 +45,7 @@ def test_rosinality_matches_its_own_forward(rosinality_file):
     path, g_state, d_state = rosinality_file
     weights = load_bank(path)
     assert weights.source_format == "rosinality"
-    assert weights.generator_config["out_size"] == 32 and weights.generator_config["channel_max"] == 16
+    assert weights.generator_config.out_size == 32 and weights.generator_config.channel_max == 16
     g, d = _ours(weights)
     latent = torch.randn(3, g.num_latents, 16, dtype=torch.float64)
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_nvidia_pickle_matches_its_own_forward_and_runs_no_code(tmp_path, nvidia
     weights = load_bank(path)
     assert not marker.exists()
     assert weights.source_format == "nvidia"
-    assert weights.generator_config["channel_multiplier"] == 512 / 16384
+    assert weights.generator_config.channel_multiplier == 512 / 16384
     assert any("conv_clamp=256" in note for note in weights.notes)
     g, d = _ours(weights)
     ws = torch.randn(3, g.num_latents, 16, dtype=torch.float64)

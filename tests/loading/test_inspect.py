@@ -64,7 +64,7 @@ def test_every_bank_format_is_recognised(tmp_path):
     for fmt, path in _bank_files(tmp_path).items():
         found = inspect(path)
         assert (found.kind, found.format) == ("bank", fmt), path
-        assert found.config["out_size"] == 32 and found.config["style_channels"] == 16
+        assert found.config.out_size == 32 and found.config.style_channels == 16
         assert "StyleGAN2 32 px, style 16, with discriminator" in found.describe()
     with pytest.raises(CheckpointError, match="is a StyleGAN2 bank .*not a GLEAN model.*--bank"):
         load_glean(tmp_path / "r.pt")

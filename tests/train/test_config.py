@@ -64,7 +64,7 @@ def test_typed_overrides():
     ("betas=0.9", "config key 'betas': expected 2 values, got 1"),
     ("precision=fp8", "precision must be one of fp32, bf16, fp16"),
     ("batch_size=0", "batch_size must be >= 1"),
-    ("model.in_size=12", "model sizes must be powers of two"),
+    ("model.in_size=12", "in_size must be a power of two"),
     ("max_iters", "--set expects key=value"),
 ])
 def test_bad_overrides_are_one_line_errors(item, message):

@@ -45,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     """Train a StyleGAN2 bank (defaults: config-f; --set size=N is required for a new run), or
     resume the run in --out."""
-    from ..train.bank import BankConfig, read_bank_config, train_bank
+    from ..train.bank import BankConfig, train_bank
+    from ..train.overrides import read_config_file
     from ..train.log import log_to_stderr
 
     log_to_stderr()
     overrides = common_overrides(args, BankConfig)
-    config_file = read_bank_config(args.config) if args.config else None
+    config_file = read_config_file(Path(args.config)) if args.config else None
     result = train_bank(args.data, args.out, overrides, config_file=config_file, device=args.device,
                         resume=args.resume, progress=not args.quiet)
     bank = args.out / "bank.pth"

@@ -28,10 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     weights = load_bank(args.source, args.fmt)
     written = export_bank(weights, args.output, overwrite=args.overwrite)
-    cfg = weights.generator_config
     print(f"convert: {args.source} ({weights.source_format}) -> {', '.join(map(str, written))}")
-    print(f"  generator: {cfg['out_size']} px, style_channels {cfg['style_channels']}, {cfg['num_mlps']} mapping "
-          f"layers, channel_multiplier {cfg['channel_multiplier']}, channel_max {cfg['channel_max']}")
+    print(f"  generator: {weights.generator_config.describe()}")
     if weights.discriminator is None:
         print("  discriminator: none in the source")
     for note in weights.notes:

@@ -1,8 +1,9 @@
 """StyleGAN2 banks from any supported file, in gleansr's (MMGeneration's) key layout.
 
 One adapter module per source format, each with ``detect(obj) -> bool`` and
-``convert(obj) -> (generator_state, discriminator_state | None, config)``, driven by an explicit
-key table (:mod:`.rules`):
+``convert(obj) -> (generator_state, discriminator_state | None, config)`` (``config``: typed
+:mod:`gleansr.arch` configs under ``generator`` / ``discriminator``), driven by an explicit key
+table (:mod:`.rules`):
 
 - :mod:`.mmgen`: MMGeneration/MMEditing official weights and gleansr bank checkpoints
   (``generator_ema.`` / ``generator.`` / ``discriminator.`` prefixes; keys already ours);
@@ -11,7 +12,9 @@ key table (:mod:`.rules`):
 
 gleansr's own exports (``gleansr convert``, ``gleansr bank train``: a bare generator
 safetensors with its sibling ``<stem>.discriminator.safetensors``) and bank run folders are read
-directly. Every result is checked by building both networks strictly.
+directly. A stored architecture is validated as data and held against the file's tensors
+(:func:`check_sizes`) before anything is built; every result is then checked by building both
+networks strictly.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from typing import Any, Mapping
 
 import torch
 
+from ..arch import DiscriminatorConfig, StyleGAN2Config
 from ..errors import CheckpointError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.glean import GLEANStyleGANv2
 from ..models.stylegan2 import StyleGAN2Generator
+from .configs import check_sizes, checked
 from .read import RawFile, read_file, summarize
 from .strict import SAFETENSORS_ARCH_KEY, SAFETENSORS_CONFIG_KEY, load_state_dict_strict
 
@@ -40,37 +45,28 @@ GLEAN_ENCODER_KEY = "encoder.0.0.conv_first.weight"  # present in every GLEAN st
 
 @dataclass
 class BankWeights:
-    """A StyleGAN2 bank in our layout, with the constructor arguments of both networks."""
+    """A StyleGAN2 bank in our layout, with the architecture of both networks."""
 
     generator: dict[str, torch.Tensor]
-    generator_config: dict[str, Any]
+    generator_config: StyleGAN2Config
     discriminator: dict[str, torch.Tensor] | None = None
-    discriminator_config: dict[str, Any] | None = None
+    discriminator_config: DiscriminatorConfig | None = None
     source_format: str = "gleansr"
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def generator_state(self) -> dict[str, torch.Tensor]:
-        return self.generator
-
-    @property
-    def discriminator_state(self) -> dict[str, torch.Tensor] | None:
-        return self.discriminator
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.generator_config
-
     def build_generator(self, source: str = "bank") -> StyleGAN2Generator:
         """A StyleGAN2Generator with these weights, loaded strictly (every key, every shape)."""
-        g = StyleGAN2Generator(**self.generator_config)
+        check_sizes(self.generator, self.generator_config.state_size(), f"{source} (generator)")
+        g = StyleGAN2Generator.from_config(self.generator_config)
         return load_state_dict_strict(g, self.generator, f"{source} (generator)")
 
     def build_discriminator(self, source: str = "bank") -> StyleGAN2Discriminator | None:
         if self.discriminator is None or self.discriminator_config is None:
             return None
-        d = StyleGAN2Discriminator(**self.discriminator_config)
+        check_sizes(self.discriminator, self.discriminator_config.state_size(), f"{source} (discriminator)")
+        d = StyleGAN2Discriminator.from_config(self.discriminator_config)
         return load_state_dict_strict(d, self.discriminator, f"{source} (discriminator)")
+
 
 
 def _adapters() -> dict[str, Any]:
@@ -130,12 +126,27 @@ def exported_bank(raw: RawFile) -> BankWeights | None:
     """A gleansr export (bare generator safetensors), with its sibling discriminator if present."""
     if raw.container != "safetensors" or raw.meta.get(SAFETENSORS_ARCH_KEY) != GENERATOR_ARCH:
         return None
-    weights = BankWeights(raw.obj, json.loads(raw.meta[SAFETENSORS_CONFIG_KEY]), source_format="gleansr-bank")
+    config = stored_config(raw.meta, raw.path, StyleGAN2Config.from_dict)
+    weights = BankWeights(raw.obj, config, source_format="gleansr-bank")
     d_path = discriminator_path(raw.path)
     if d_path.is_file():
         d_raw = read_file(d_path)
-        weights.discriminator, weights.discriminator_config = d_raw.obj, json.loads(d_raw.meta[SAFETENSORS_CONFIG_KEY])
+        weights.discriminator, weights.discriminator_config = d_raw.obj, stored_config(d_raw.meta, d_path,
+                                                                                    DiscriminatorConfig.from_dict)
     return weights
+
+
+def stored_config(meta: Mapping[str, Any], path: str | os.PathLike, parse: Any) -> Any:
+    """The architecture a gleansr file records in its metadata (JSON text), parsed by ``parse`` (a
+    ``from_dict``); missing, unreadable or impossible metadata is one CheckpointError naming the file."""
+    text = meta.get(SAFETENSORS_CONFIG_KEY)
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: no {SAFETENSORS_CONFIG_KEY!r} metadata (the architecture)")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: {SAFETENSORS_CONFIG_KEY!r} metadata is not JSON") from None
+    return checked(lambda: parse(data), f"{path}: invalid {SAFETENSORS_CONFIG_KEY!r} metadata")
 
 
 def bank_from_raw(raw: RawFile, fmt: str = "auto") -> BankWeights:
@@ -176,19 +187,13 @@ def load_bank_generator(path: str | os.PathLike, fmt: str = "auto") -> StyleGAN2
     return load_bank(path, fmt).build_generator(str(path)).eval()
 
 
-def _describe_bank(cfg: dict[str, Any]) -> str:
-    return (f"{cfg['out_size']} px, style {cfg['style_channels']}, {cfg['num_mlps']} mapping layers, "
-            f"channel multiplier {cfg['channel_multiplier']}, channel max {cfg['channel_max']}")
-
-
-def check_bank_fits(glean: GLEANStyleGANv2, cfg: dict[str, Any], path: str | os.PathLike) -> None:
-    """One line naming both architectures when a bank cannot be GLEAN's latent bank."""
-    want = glean.config
-    names = ("out_size", "style_channels", "num_mlps", "channel_multiplier", "channel_max")
-    if any(cfg[n] != getattr(want, n) for n in names):
-        need = {n: getattr(want, n) for n in names}
-        raise CheckpointError(f"{path}: the bank in this file is {_describe_bank(cfg)}; this GLEAN "
-                              f"({want.in_size} -> {want.out_size}) needs a bank of {_describe_bank(need)}")
+def check_bank_fits(glean: GLEANStyleGANv2, cfg: StyleGAN2Config, path: str | os.PathLike) -> None:
+    """One line naming both architectures when a bank cannot be GLEAN's latent bank (the shapes must
+    agree; ``lr_mlp`` and the blur taps' values do not change them)."""
+    want = glean.config.bank
+    if {**cfg.to_dict(), "lr_mlp": 0, "blur_kernel": 0} != {**want.to_dict(), "lr_mlp": 0, "blur_kernel": 0}:
+        raise CheckpointError(f"{path}: the bank in this file is {cfg.describe()}; this GLEAN "
+                              f"({glean.config.in_size} -> {glean.config.out_size}) needs a bank of {want.describe()}")
 
 
 def init_glean_from_bank(glean: GLEANStyleGANv2, path: str | os.PathLike, fmt: str = "auto",

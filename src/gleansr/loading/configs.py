@@ -1,20 +1,39 @@
 """Architectures read off state dicts: StyleGAN2 generator/discriminator and GLEAN, from keys and shapes.
 
 The channel widths of every StyleGAN2-type network follow ``min(channel_max, upstream base *
-channel_multiplier)`` per resolution (:data:`~gleansr.models.stylegan2.UPSTREAM_CHANNELS`);
-:func:`channel_config` inverts that, once, for all three networks.
+channel_multiplier)`` per resolution (:data:`~gleansr.arch.UPSTREAM_CHANNELS`);
+:func:`channel_config` inverts that, once, for all three networks. Each reader returns a typed,
+validated config (:mod:`gleansr.arch`, :class:`~gleansr.glean_config.GLEANConfig`); an impossible
+architecture is a CheckpointError.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 
+from ..arch import UPSTREAM_CHANNELS, DiscriminatorConfig, StyleGAN2Config
 from ..errors import CheckpointError
-from ..models.glean import GLEANConfig
-from ..models.stylegan2 import UPSTREAM_CHANNELS
+from ..glean_config import GLEANConfig
 from .rules import count
+
+T = TypeVar("T")
+
+
+def checked(build: Callable[[], T], what: str) -> T:
+    """``build()``, its ValueError/TypeError (an impossible architecture) as one CheckpointError."""
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{what}: {exc}") from None
+
+def check_sizes(state: Mapping[str, torch.Tensor], expected: int, source: str) -> None:
+    """Hold an architecture's state size (computed from its config) against the tensors a file holds,
+    before any module is built: a forged config cannot ask for more memory than the file brings."""
+    held = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    if held != expected:
+        raise CheckpointError(f"{source}: the architecture in the file's config has {expected:,} values, "
+                              f"its tensors hold {held:,}; the config does not describe these weights")
 
 
 def channel_config(widths: Mapping[int, int]) -> tuple[float, int]:
@@ -42,8 +61,8 @@ def _blur_taps(kernel: torch.Tensor | None) -> list[float]:
     return [int(t) if t == int(t) else t for t in taps]
 
 
-def infer_generator_config(state: Mapping[str, torch.Tensor], lr_mlp: float = 0.01) -> dict[str, Any]:
-    """StyleGAN2Generator keyword arguments read off our-layout keys and shapes.
+def infer_generator_config(state: Mapping[str, torch.Tensor], lr_mlp: float = 0.01) -> StyleGAN2Config:
+    """The StyleGAN2 generator architecture read off our-layout keys and shapes.
 
     ``lr_mlp`` cannot be seen in shapes; formats that record it pass it in.
     """
@@ -57,13 +76,14 @@ def infer_generator_config(state: Mapping[str, torch.Tensor], lr_mlp: float = 0.
     except KeyError as exc:
         raise CheckpointError(f"not a StyleGAN2 generator: key {exc.args[0]!r} is missing") from None
     multiplier, channel_max = channel_config(widths)
-    return dict(out_size=2**log_size, style_channels=style_channels,
-                num_mlps=count(state, r"style_mapping\.(\d+)\.bias"), channel_multiplier=multiplier,
-                blur_kernel=_blur_taps(state.get("convs.0.conv.blur.kernel")), lr_mlp=lr_mlp, channel_max=channel_max)
+    return checked(lambda: StyleGAN2Config(
+        out_size=2**log_size, style_channels=style_channels, num_mlps=count(state, r"style_mapping\.(\d+)\.bias"),
+        channel_multiplier=multiplier, blur_kernel=_blur_taps(state.get("convs.0.conv.blur.kernel")),
+        lr_mlp=lr_mlp, channel_max=channel_max), "StyleGAN2 generator read off the state dict")
 
 
-def infer_discriminator_config(state: Mapping[str, torch.Tensor], group_size: int = 4) -> dict[str, Any]:
-    """StyleGAN2Discriminator keyword arguments read off our-layout keys and shapes."""
+def infer_discriminator_config(state: Mapping[str, torch.Tensor], group_size: int = 4) -> DiscriminatorConfig:
+    """The StyleGAN2 discriminator architecture read off our-layout keys and shapes."""
     try:
         blocks = count(state, r"convs\.(\d+)\.conv1\.0\.conv\.weight_orig")
         in_size = 2 ** (blocks + 2)
@@ -74,9 +94,10 @@ def infer_discriminator_config(state: Mapping[str, torch.Tensor], group_size: in
     except KeyError as exc:
         raise CheckpointError(f"not a StyleGAN2 discriminator: key {exc.args[0]!r} is missing") from None
     multiplier, channel_max = channel_config(widths)
-    return dict(in_size=in_size, channel_multiplier=multiplier,
-                blur_kernel=_blur_taps(state.get("convs.1.conv2.0.kernel")),
-                mbstd_cfg={"group_size": group_size, "channel_groups": channel_groups}, channel_max=channel_max)
+    return checked(lambda: DiscriminatorConfig(
+        in_size=in_size, channel_multiplier=multiplier, blur_kernel=_blur_taps(state.get("convs.1.conv2.0.kernel")),
+        mbstd_group_size=group_size, mbstd_channel_groups=channel_groups, channel_max=channel_max),
+        "StyleGAN2 discriminator read off the state dict")
 
 
 def infer_glean_config(state: Mapping[str, torch.Tensor]) -> GLEANConfig:
@@ -90,13 +111,10 @@ def infer_glean_config(state: Mapping[str, torch.Tensor]) -> GLEANConfig:
         first = state["encoder.0.0.conv_first.weight"]
         bank = infer_generator_config({k[10:]: v for k, v in state.items() if k.startswith("generator.")})
         in_size = 2 ** count(state, r"encoder\.(\d+)\..*")  # the encoder has log2(in_size) blocks
-        cfg = GLEANConfig(in_size=in_size, out_size=bank["out_size"], img_channels=int(first.shape[1]),
-                          rrdb_channels=int(first.shape[0]), num_rrdbs=count(state, r"encoder\.0\.0\.body\.(\d+)\..*"),
-                          style_channels=bank["style_channels"], num_mlps=bank["num_mlps"],
-                          channel_multiplier=bank["channel_multiplier"], blur_kernel=tuple(bank["blur_kernel"]),
-                          channel_max=bank["channel_max"])
+        fields: dict[str, Any] = dict(
+            in_size=in_size, img_channels=int(first.shape[1]), rrdb_channels=int(first.shape[0]),
+            num_rrdbs=count(state, r"encoder\.0\.0\.body\.(\d+)\..*"),
+            **bank.to_dict())
     except KeyError as exc:
         raise CheckpointError(f"incomplete GLEAN checkpoint: key {exc.args[0]!r} is missing") from None
-    if 2 ** int(math.log2(cfg.in_size)) != cfg.in_size or cfg.in_size >= cfg.out_size:
-        raise CheckpointError(f"inconsistent GLEAN sizes read off the state dict: in {cfg.in_size}, out {cfg.out_size}")
-    return cfg
+    return checked(lambda: GLEANConfig(**fields), "inconsistent GLEAN architecture read off the state dict")

@@ -1,24 +1,26 @@
 """What a file holds, read once: kind (GLEAN, bank, training checkpoint), format, architecture, weights."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 
+from ..arch import DiscriminatorConfig, StyleGAN2Config
 from ..errors import CheckpointError
-from ..models.glean import GLEANConfig, GLEANStyleGANv2
+from ..glean_config import GLEANConfig
 from .bank import GLEAN_ENCODER_KEY as GLEAN_MARKER
-from .bank import BankWeights, bank_from_raw, detected_layouts, exported_bank
-from .configs import infer_glean_config
+from .bank import BankWeights, bank_from_raw, detected_layouts, exported_bank, stored_config
+from .configs import check_sizes, checked, infer_glean_config
 from .read import RawFile, read_file, summarize, unwrap_state
 from .strict import SAFETENSORS_CONFIG_KEY, select_prefix
 from .training import BANK_RUN_KIND, is_training_checkpoint, latest_training_checkpoint
 
-_FORMAT_NAMES = {"mmedit": "MMEditing GLEAN release", "gleansr": "gleansr GLEAN safetensors",
+Kind = Literal["glean", "bank", "training-checkpoint"]
+Format = Literal["mmedit", "gleansr", "bare", "mmgen", "rosinality", "nvidia", "gleansr-bank", "gleansr-run"]
+_FORMAT_NAMES: dict[Format, str] = {"mmedit": "MMEditing GLEAN release", "gleansr": "gleansr GLEAN safetensors",
                  "bare": "bare GLEAN state dict", "mmgen": "MMGeneration StyleGAN2 bank",
                  "rosinality": "rosinality StyleGAN2 bank", "nvidia": "NVIDIA StyleGAN2-ADA bank",
                  "gleansr-bank": "gleansr StyleGAN2 bank export", "gleansr-run": "gleansr training checkpoint"}
@@ -29,9 +31,9 @@ class Loaded:
     """A file's contents as found: ``weights`` is the GLEAN state dict (bare keys) or a :class:`BankWeights`."""
 
     path: Path
-    kind: str  # "glean" | "bank" | "training-checkpoint"
-    format: str  # "mmedit" | "gleansr" | "bare" | "mmgen" | "rosinality" | "nvidia" | "gleansr-bank" | "gleansr-run"
-    config: Any  # GLEANConfig for GLEAN weights; the generator's keyword arguments for a bank
+    kind: Kind
+    format: Format
+    config: GLEANConfig | StyleGAN2Config  # GLEAN's, or a bank's generator
     weights: Any = field(repr=False, default=None)
     iteration: int | None = None  # training checkpoints
 
@@ -40,12 +42,8 @@ class Loaded:
         return isinstance(self.config, GLEANConfig)
 
     def parameters(self) -> int:
-        """Trainable parameters of the network described (built on the meta device: nothing allocated)."""
-        from ..models.stylegan2 import StyleGAN2Generator
-
-        with torch.device("meta"):
-            net = GLEANStyleGANv2(**self.config.to_dict()) if self.is_glean else StyleGAN2Generator(**self.config)
-        return sum(p.numel() for p in net.parameters())
+        """Parameters of the network described, computed from its config (nothing is built)."""
+        return self.config.parameter_count()
 
     def describe(self) -> str:
         """One line, e.g. "MMEditing GLEAN release, 32 -> 256 (x8), 39.9 M parameters"."""
@@ -57,7 +55,7 @@ class Loaded:
             arch = f"GLEAN {c.in_size} -> {c.out_size} (x{c.scale})" + ("" if c.latent_bank else ", no latent bank")
         else:
             c = self.config
-            arch = (f"StyleGAN2 {c['out_size']} px, style {c['style_channels']}, "
+            arch = (f"StyleGAN2 {c.out_size} px, style {c.style_channels}, "
                     + ("with" if self.weights.discriminator is not None else "without") + " discriminator")
         return f"{what}: {arch}, {self.parameters() / 1e6:.1f} M parameters"
 
@@ -70,32 +68,30 @@ def glean_keys(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> di
     return None
 
 
-def _glean_config(meta: Mapping[str, Any], state: Mapping[str, torch.Tensor], path: Path) -> GLEANConfig:
+def _glean_config(raw: RawFile, meta: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> GLEANConfig:
+    """The stored config (validated as data, held against the tensors), else the one the shapes show."""
     if SAFETENSORS_CONFIG_KEY not in meta:
         return infer_glean_config(state)
-    try:
-        return GLEANConfig.from_dict(json.loads(meta[SAFETENSORS_CONFIG_KEY]))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable model config in metadata ({exc})") from None
+    config = stored_config(meta, raw.path, GLEANConfig.from_dict)
+    check_sizes(state, config.state_size(), f"{raw.path}: {SAFETENSORS_CONFIG_KEY!r} metadata")
+    return config
 
 
 def _from_training(path: Path, obj: Mapping[str, Any]) -> Loaded:
     iteration = int(obj.get("iteration", 0))
+    saved = obj.get("config")
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"{path}: training checkpoint without a config")
     if obj.get("kind") == BANK_RUN_KIND:
-        weights = BankWeights(obj["generator_ema"], _bank_kwargs(obj["config"]), obj.get("discriminator"),
-                              None, "gleansr-run")
-        return Loaded(path, "training-checkpoint", "gleansr-run", weights.generator_config, weights, iteration)
-    try:
-        config = GLEANConfig.from_dict(obj["config"]["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: training checkpoint without a readable model config ({exc})") from None
+        config = checked(lambda: StyleGAN2Config.from_run_config(saved), f"{path}: invalid bank run config")
+        d_config = checked(lambda: DiscriminatorConfig.matching(config, saved.get("mbstd_group_size", 4)),
+                           f"{path}: invalid bank run config")
+        weights = BankWeights(obj["generator_ema"], config, obj.get("discriminator"), d_config, "gleansr-run")
+        check_sizes(weights.generator, config.state_size(), f"{path} (generator_ema)")
+        return Loaded(path, "training-checkpoint", "gleansr-run", config, weights, iteration)
+    config = checked(lambda: GLEANConfig.from_dict(saved["model"]), f"{path}: invalid model config")
+    check_sizes(obj["generator"], config.state_size(), f"{path}: model config")
     return Loaded(path, "training-checkpoint", "gleansr-run", config, obj["generator"], iteration)
-
-
-def _bank_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    """StyleGAN2Generator arguments of a bank run's config (BankConfig.generator_kwargs, without importing it)."""
-    keys = ("style_channels", "num_mlps", "channel_multiplier", "blur_kernel", "lr_mlp", "channel_max")
-    return {"out_size": config["size"], **{k: config[k] for k in keys if k in config}}
 
 
 def _holds_tensors(obj: Any) -> bool:
@@ -121,7 +117,7 @@ def _from_raw(raw: RawFile) -> Loaded:
     if glean is not None:
         fmt = "gleansr" if raw.container == "safetensors" and SAFETENSORS_CONFIG_KEY in meta else (
             "mmedit" if "generator." + GLEAN_MARKER in state else "bare")
-        return Loaded(raw.path, "glean", fmt, _glean_config(meta, glean, raw.path), glean)
+        return Loaded(raw.path, "glean", fmt, _glean_config(raw, meta, glean), glean)
     if not detected_layouts(raw.obj):
         raise CheckpointError(f"{raw.path} is not a GLEAN checkpoint (no {GLEAN_MARKER!r} key), a StyleGAN2 bank "
                               f"(MMGeneration, rosinality, NVIDIA) nor a gleansr training checkpoint; it holds "

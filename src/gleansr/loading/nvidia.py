@@ -21,7 +21,8 @@ Conventions that differ from ours, all handled by the key tables below:
   gains of the residual discriminator equal our division by sqrt(2);
 - ``conv_clamp`` (±256 clamping of activations, an fp16 overflow guard in ADA training) has
   no counterpart here and is dropped: outputs agree wherever no activation reaches it;
-- ``mapping.w_avg`` (the tracked mean w) is dropped: truncation uses :meth:`mean_latent`;
+- ``mapping.w_avg`` (the tracked mean w) is dropped: truncation uses
+  :func:`gleansr.bank.sample.truncation_centre`;
 - z is normalised as ``z * rsqrt(mean(z^2) + 1e-8)`` there and ``z / (rms(z) + 1e-6)`` here,
   which moves w by about 1e-6 relative; the synthesis from a given w is the same function.
 
@@ -37,7 +38,7 @@ import torch
 
 from ..errors import CheckpointError
 from .configs import infer_discriminator_config, infer_generator_config
-from .rules import Rule, apply_rules, equalized, rescale_gain
+from .rules import Rule, apply_rules, table_rules, equalized, rescale_gain
 from .unpickler import PersistentObject
 
 
@@ -95,10 +96,6 @@ _G_IGNORED = (r"mapping\.w_avg", r"synthesis\.b4\.resample_filter", r"synthesis\
 _D_IGNORED = (r"b\d+\.resample_filter", r"b\d+\.(fromrgb|conv0)\.resample_filter", r"b4\.conv\.resample_filter")
 
 
-def _rules(table: tuple, ours: str, theirs: str) -> list[Rule]:
-    return [Rule(ours + a, theirs + b, fn) if fn else Rule(ours + a, theirs + b) for a, b, fn in table]
-
-
 def _network(obj: Any, names: tuple[str, ...], class_name: str) -> PersistentObject | None:
     if isinstance(obj, Mapping):
         for name in names:
@@ -122,24 +119,24 @@ def generator_rules(resolution: int, num_mlps: int) -> list[Rule]:
         rules += [Rule(f"style_mapping.{i + 1}.linear.weight_orig", f"mapping.fc{i}.weight", equalized),
                   Rule(f"style_mapping.{i + 1}.bias", f"mapping.fc{i}.bias")]
     layers = [("conv1.", "synthesis.b4.conv1.")]
-    rules += _rules(_TO_RGB, "to_rgb1.", "synthesis.b4.torgb.")
+    rules += table_rules(_TO_RGB, "to_rgb1.", "synthesis.b4.torgb.")
     for j, i in enumerate(range(3, int(math.log2(resolution)) + 1)):
         block = f"synthesis.b{2**i}."
         layers += [(f"convs.{2 * j}.", block + "conv0."), (f"convs.{2 * j + 1}.", block + "conv1.")]
-        rules += _rules(_TO_RGB, f"to_rgbs.{j}.", block + "torgb.")
+        rules += table_rules(_TO_RGB, f"to_rgbs.{j}.", block + "torgb.")
         rules += [Rule(f"convs.{2 * j}.conv.blur.kernel", block + "conv0.resample_filter", _upsample_filter),
                   Rule(f"to_rgbs.{j}.upsample.kernel", block + "resample_filter", _upsample_filter)]
     for n, (ours, theirs) in enumerate(layers):
-        rules += _rules(_LAYER, ours, theirs)
+        rules += table_rules(_LAYER, ours, theirs)
         rules.append(Rule(f"injected_noise_{n}", theirs + "noise_const", lambda t: t.reshape(1, 1, *t.shape)))
     return rules
 
 
 def discriminator_rules(resolution: int) -> list[Rule]:
     rules = [Rule("convs.0.0.conv.weight_orig", f"b{resolution}.fromrgb.weight", equalized),
-             Rule("convs.0.1.bias", f"b{resolution}.fromrgb.bias")] + _rules(_D_EPILOGUE, "", "")
+             Rule("convs.0.1.bias", f"b{resolution}.fromrgb.bias")] + table_rules(_D_EPILOGUE, "", "")
     for k, i in enumerate(range(int(math.log2(resolution)), 2, -1), start=1):
-        rules += _rules(_D_BLOCK, f"convs.{k}.", f"b{2**i}.")
+        rules += table_rules(_D_BLOCK, f"convs.{k}.", f"b{2**i}.")
     return rules
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .configs import infer_discriminator_config, infer_generator_config
-from .rules import Rule, apply_rules, count, equalized
+from .rules import Rule, apply_rules, table_rules, count, equalized
 
 LR_MLP = 0.01
 
@@ -61,10 +61,6 @@ _D_ENDS = (
 )
 
 
-def _rules(table: tuple, ours: str, theirs: str) -> list[Rule]:
-    return [Rule(ours + a, theirs + b, fn) if fn else Rule(ours + a, theirs + b) for a, b, fn in table]
-
-
 def _generator_state(obj: Any) -> Mapping | None:
     if not isinstance(obj, Mapping):
         return None
@@ -85,21 +81,21 @@ def generator_rules(source: Mapping) -> list[Rule]:
     for i in range(1, num_mlps + 1):
         rules += [Rule(f"style_mapping.{i}.linear.weight_orig", f"style.{i}.weight", equalized),
                   Rule(f"style_mapping.{i}.bias", f"style.{i}.bias")]
-    rules += _rules(_STYLED_CONV, "conv1.", "conv1.") + _rules(_TO_RGB, "to_rgb1.", "to_rgb1.")
+    rules += table_rules(_STYLED_CONV, "conv1.", "conv1.") + table_rules(_TO_RGB, "to_rgb1.", "to_rgb1.")
     for n in range(num_convs):
-        rules += _rules(_STYLED_CONV, f"convs.{n}.", f"convs.{n}.")
+        rules += table_rules(_STYLED_CONV, f"convs.{n}.", f"convs.{n}.")
         if n % 2 == 0:  # the up-sampling conv of each resolution, and that resolution's RGB layer
             rules.append(Rule(f"convs.{n}.conv.blur.kernel", f"convs.{n}.conv.blur.kernel"))
-            rules += _rules(_TO_RGB, f"to_rgbs.{n // 2}.", f"to_rgbs.{n // 2}.")
+            rules += table_rules(_TO_RGB, f"to_rgbs.{n // 2}.", f"to_rgbs.{n // 2}.")
             rules.append(Rule(f"to_rgbs.{n // 2}.upsample.kernel", f"to_rgbs.{n // 2}.upsample.kernel"))
     rules += [Rule(f"injected_noise_{i}", f"noises.noise_{i}") for i in range(num_convs + 1)]
     return rules
 
 
 def discriminator_rules(source: Mapping) -> list[Rule]:
-    rules = _rules(_D_ENDS, "", "")
+    rules = table_rules(_D_ENDS, "", "")
     for k in range(1, count(source, r"convs\.(\d+)\.conv1\.0\.weight") + 1):
-        rules += _rules(_RES_BLOCK, f"convs.{k}.", f"convs.{k}.")
+        rules += table_rules(_RES_BLOCK, f"convs.{k}.", f"convs.{k}.")
     return rules
 
 

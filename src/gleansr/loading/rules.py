@@ -30,6 +30,11 @@ class Rule:
     transform: Transform = lambda t: t
 
 
+def table_rules(table: Iterable[tuple[str, str, Transform | None]], ours: str, theirs: str) -> list[Rule]:
+    """Rules from a table of (our key suffix, their key suffix, transform or None), under two prefixes."""
+    return [Rule(ours + a, theirs + b, fn) if fn else Rule(ours + a, theirs + b) for a, b, fn in table]
+
+
 def apply_rules(rules: Iterable[Rule], source: Mapping[str, torch.Tensor], ignored: Iterable[str] = (),
                 what: str = "generator") -> dict[str, torch.Tensor]:
     """Run a key table; ``ignored`` are regular expressions (full match) of source keys to drop."""

@@ -15,12 +15,13 @@ from typing import Any, Literal, Mapping
 import torch
 import torch.nn as nn
 
+from ..arch import DiscriminatorConfig, StyleGAN2Config
 from ..atomic import atomic_torch_save, atomic_write_bytes
 from ..errors import CheckpointError, GleanError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.glean import GLEANConfig, GLEANStyleGANv2, build_uninitialised
 from .bank import DISCRIMINATOR_ARCH, GENERATOR_ARCH, BankWeights, discriminator_path
-from .configs import infer_discriminator_config
+from .configs import check_sizes, infer_discriminator_config
 from .mmgen import BANK_META_KEY
 from .strict import SAFETENSORS_ARCH_KEY, SAFETENSORS_CONFIG_KEY, SAFETENSORS_LAYOUT_KEY, load_state_dict_strict
 from .training import read_training_checkpoint
@@ -66,10 +67,11 @@ def _networks(state: Mapping[str, Any], source: str) -> tuple[GLEANStyleGANv2, S
         config = GLEANConfig.from_dict(state["config"]["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: not a GLEAN training checkpoint (no readable model config: {exc})") from None
+    check_sizes(state["generator"], config.state_size(), f"{source}: model config")
     generator = load_state_dict_strict(build_uninitialised(config), state["generator"], f"{source} (generator)")
     group = int(state["config"].get("mbstd_group_size", 4))
     d_config = infer_discriminator_config(state["discriminator"], group_size=group)
-    discriminator = load_state_dict_strict(StyleGAN2Discriminator(**d_config), state["discriminator"],
+    discriminator = load_state_dict_strict(StyleGAN2Discriminator.from_config(d_config), state["discriminator"],
                                            f"{source} (discriminator)")
     return generator, discriminator
 
@@ -120,16 +122,17 @@ def export_bank(weights: BankWeights, dst: str | os.PathLike, overwrite: bool = 
     targets = [dst] + ([discriminator_path(dst)] if weights.discriminator is not None else [])
     for target in targets:
         _refuse_existing(target, overwrite)
-    written = [save_safetensors(weights.generator, dst, weights.generator_config, GENERATOR_ARCH, overwrite)]
-    if weights.discriminator is not None:
-        written.append(save_safetensors(weights.discriminator, discriminator_path(dst), weights.discriminator_config,
-                                        DISCRIMINATOR_ARCH, overwrite))
+    written = [save_safetensors(weights.generator, dst, weights.generator_config.to_dict(), GENERATOR_ARCH,
+                                overwrite)]
+    if weights.discriminator is not None and weights.discriminator_config is not None:
+        written.append(save_safetensors(weights.discriminator, discriminator_path(dst),
+                                        weights.discriminator_config.to_dict(), DISCRIMINATOR_ARCH, overwrite))
     return written
 
 
 def export_bank_run(out: str | os.PathLike, iteration: int, generator: nn.Module, generator_ema: nn.Module,
-                    discriminator: nn.Module, generator_kwargs: Mapping[str, Any],
-                    discriminator_kwargs: Mapping[str, Any]) -> Path:
+                    discriminator: nn.Module, generator_config: StyleGAN2Config,
+                    discriminator_config: DiscriminatorConfig) -> Path:
     """A bank run's files: ``bank.pth`` (MMGeneration layout) and ``bank.safetensors`` (+ discriminator)."""
     from .. import __version__
 
@@ -137,11 +140,11 @@ def export_bank_run(out: str | os.PathLike, iteration: int, generator: nn.Module
     state = {**{f"generator.{k}": v for k, v in generator.state_dict().items()},
              **{f"generator_ema.{k}": v for k, v in generator_ema.state_dict().items()},
              **{f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}}
-    meta = {BANK_META_KEY: {"generator": dict(generator_kwargs), "discriminator": dict(discriminator_kwargs)},
+    meta = {BANK_META_KEY: {"generator": generator_config.to_dict(), "discriminator": discriminator_config.to_dict()},
             "iter": iteration, "gleansr_version": __version__, "time": time.strftime("%Y%m%d_%H%M%S")}
     path = _save_torch_legacy({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in state.items()}},
                               out / "bank.pth", overwrite=True)
-    weights = BankWeights(generator_ema.state_dict(), dict(generator_kwargs), discriminator.state_dict(),
-                          dict(discriminator_kwargs))
+    weights = BankWeights(generator_ema.state_dict(), generator_config, discriminator.state_dict(),
+                          discriminator_config)
     export_bank(weights, out / "bank.safetensors", overwrite=True)
     return path

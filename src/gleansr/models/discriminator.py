@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .layers import Blur, EqualConv2d, EqualLinearAct, FusedBiasLeakyReLU
-from .stylegan2 import stylegan2_channels
+from ..arch import DiscriminatorConfig
 
 
 class ConvDownLayer(nn.Sequential):
@@ -64,8 +64,11 @@ class StyleGAN2Discriminator(nn.Module):
         in_size: input resolution (power of two).
         channel_multiplier: widths above 32 px, as in the generator.
         blur_kernel: FIR taps of the down-sampling blurs.
-        mbstd_cfg: ``{'group_size': 4, 'channel_groups': 1}`` (upstream default).
+        mbstd_cfg: ``{'group_size': 4, 'channel_groups': 1}`` (upstream's argument and defaults).
         channel_max: cap on widths (512 upstream).
+
+    The arguments are validated as a :class:`~gleansr.arch.DiscriminatorConfig` (``self.config``);
+    :meth:`from_config` builds from one.
     """
 
     def __init__(
@@ -77,11 +80,12 @@ class StyleGAN2Discriminator(nn.Module):
         channel_max: int = 512,
     ):
         super().__init__()
-        log_size = int(math.log2(in_size))
-        if in_size < 8 or 2**log_size != in_size:
-            raise ValueError(f"in_size must be a power of two >= 8, got {in_size}")
-        ch = stylegan2_channels(channel_multiplier, channel_max)
-        self.mbstd_cfg = {"group_size": 4, "channel_groups": 1, **(mbstd_cfg or {})}
+        self.config = DiscriminatorConfig.from_dict(dict(in_size=in_size, channel_multiplier=channel_multiplier,
+                                                         blur_kernel=tuple(blur_kernel), mbstd_cfg=mbstd_cfg or {},
+                                                         channel_max=channel_max))
+        log_size = in_size.bit_length() - 1
+        ch = self.config.channels
+        self.mbstd_cfg = self.config.mbstd_cfg
         convs: list[nn.Module] = [ConvDownLayer(3, ch[in_size], 1)]
         in_ch = ch[in_size]
         for i in range(log_size, 2, -1):
@@ -95,6 +99,10 @@ class StyleGAN2Discriminator(nn.Module):
             EqualLinearAct(ch[4], 1),
         )
         self.in_size = in_size
+
+    @classmethod
+    def from_config(cls, config: DiscriminatorConfig) -> "StyleGAN2Discriminator":
+        return cls(**config.to_dict())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(x)

@@ -118,6 +118,7 @@ class GLEANStyleGANv2(GLEANFlow):
     (N, img_channels, out_size, out_size), raw (not clamped), as upstream.
     ``channel_max`` is a gleansr extension for small models (512 = upstream); so is
     ``latent_bank`` (False: the encoder-decoder ablation, see the module docstring).
+    :meth:`from_config` builds it from a :class:`GLEANConfig`.
     """
 
     def __init__(
@@ -136,14 +137,12 @@ class GLEANStyleGANv2(GLEANFlow):
         latent_bank: bool = True,
     ):
         super().__init__()
-        if in_size < 4 or 2 ** int(math.log2(in_size)) != in_size:
-            raise ValueError(f"in_size must be a power of two >= 4, got {in_size}")
-        if in_size >= out_size:
-            raise ValueError(f"in_size must be smaller than out_size, got {in_size} and {out_size}")
-        self.config = GLEANConfig(in_size, out_size, img_channels, rrdb_channels, num_rrdbs, style_channels,
-                                  num_mlps, channel_multiplier, tuple(blur_kernel), lr_mlp, channel_max,
-                                  bool(latent_bank))
-        self.generator = StyleGAN2Generator(**self.config.bank_kwargs())
+        self.config = GLEANConfig(in_size=in_size, out_size=out_size, img_channels=img_channels,
+                                  rrdb_channels=rrdb_channels, num_rrdbs=num_rrdbs, style_channels=style_channels,
+                                  num_mlps=num_mlps, channel_multiplier=channel_multiplier,
+                                  blur_kernel=tuple(blur_kernel), lr_mlp=lr_mlp, channel_max=channel_max,
+                                  latent_bank=bool(latent_bank))  # validates
+        self.generator = StyleGAN2Generator.from_config(self.config.bank)
         self.generator.requires_grad_(False)
         self.in_size, self.out_size, self.style_channels = in_size, out_size, style_channels
         ch = self.generator.channels
@@ -182,6 +181,10 @@ class GLEANStyleGANv2(GLEANFlow):
             for unused in (self.encoder[1:], self.fusion_out, self.fusion_skip):
                 unused.requires_grad_(False)
         self.impl = "auto"
+
+    @classmethod
+    def from_config(cls, config: GLEANConfig) -> "GLEANStyleGANv2":
+        return cls(**config.to_dict())
 
     def set_impl(self, impl: str) -> "GLEANStyleGANv2":
         """Select ``ref`` (upstream's computation, RGB branch included) or ``fast``/``auto`` everywhere."""
@@ -247,7 +250,7 @@ def build_uninitialised(config: GLEANConfig, device: str | torch.device = "cpu")
     strictly (``load_state_dict(..., strict=True)``; the loaders do), before anything else.
     """
     with torch.device("meta"), _NoInitOnMeta():
-        model = GLEANStyleGANv2(**config.to_dict())
+        model = GLEANStyleGANv2.from_config(config)
     return model.to_empty(device=device)
 
 

@@ -5,32 +5,15 @@ checkpoints and MMGeneration's official StyleGAN2 weights load without renaming.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
+from ..arch import StyleGAN2Config
 from ..ops import modulated_conv2d
 from .fused import FusedStyleConv, FuseTarget, f64
 from .layers import Blur, ConstantInput, EqualLinearAct, FusedBiasLeakyReLU, NoiseInjection, PixelNorm, equalized_lr_scale
-
-UPSTREAM_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-
-
-def stylegan2_channels(channel_multiplier: float = 2, channel_max: int = 512) -> dict[int, int]:
-    """Feature width per resolution: upstream's table, optionally capped at ``channel_max``.
-
-    Upstream: 512 up to 32 px, then ``(256, 128, 64, 32, 16) * channel_multiplier``
-    for 64..1024 px. ``channel_max < 512`` makes small banks possible (not upstream).
-    """
-    table = {}
-    for res, base in UPSTREAM_CHANNELS.items():
-        width = base if res <= 32 else int(base * channel_multiplier)
-        table[res] = min(width, channel_max)
-    for res in (2048, 4096):
-        table[res] = min(int(8 * channel_multiplier * 4096 // res), channel_max)
-    return table
 
 
 class ModulatedConv2d(nn.Module):
@@ -133,6 +116,9 @@ class StyleGAN2Generator(nn.Module):
         blur_kernel: FIR taps for up-sampling.
         lr_mlp: learning-rate multiplier of the mapping network.
         channel_max: cap on all widths (512 upstream; smaller for small banks).
+
+    The arguments are validated as a :class:`~gleansr.arch.StyleGAN2Config` (``self.config``);
+    :meth:`from_config` builds from one.
     """
 
     def __init__(
@@ -146,12 +132,13 @@ class StyleGAN2Generator(nn.Module):
         channel_max: int = 512,
     ):
         super().__init__()
-        log_size = int(math.log2(out_size))
-        if out_size < 8 or 2**log_size != out_size:
-            raise ValueError(f"out_size must be a power of two >= 8, got {out_size}")
+        self.config = StyleGAN2Config(out_size=out_size, style_channels=style_channels, num_mlps=num_mlps,
+                                      channel_multiplier=channel_multiplier, blur_kernel=tuple(blur_kernel),
+                                      lr_mlp=lr_mlp, channel_max=channel_max)
+        log_size = self.config.log_size
         self.out_size, self.style_channels, self.log_size = out_size, style_channels, log_size
-        self.channels = stylegan2_channels(channel_multiplier, channel_max)
-        self.num_latents = 2 * log_size - 2
+        self.channels = self.config.channels
+        self.num_latents = self.config.num_latents
         self.num_injected_noises = self.num_latents - 1
         for i in range(self.num_injected_noises):
             res = 2 ** ((i + 5) // 2)
@@ -175,6 +162,10 @@ class StyleGAN2Generator(nn.Module):
             self.to_rgbs.append(ModulatedToRGB(out_ch, style_channels, upsample=True, blur_kernel=blur_kernel))
             in_ch = out_ch
 
+    @classmethod
+    def from_config(cls, config: StyleGAN2Config) -> "StyleGAN2Generator":
+        return cls(**config.to_dict())
+
     def fused_synthesis(self, target: FuseTarget) -> "FusedSynthesis":
         """The synthesis layers' inference form without the RGB branch (what GLEAN reads)."""
         noises = self.injected_noises()
@@ -187,6 +178,11 @@ class StyleGAN2Generator(nn.Module):
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, style_channels) -> w (N, style_channels)."""
         return self.style_mapping(z)
+
+    def mixed_latents(self, w1: torch.Tensor, w2: torch.Tensor, k: int) -> torch.Tensor:
+        """Style mixing: per-layer latents (N, num_latents, style) taking w1 for layers [0, k), w2 after."""
+        return torch.cat([w1.unsqueeze(1).expand(-1, k, -1), w2.unsqueeze(1).expand(-1, self.num_latents - k, -1)],
+                         dim=1)
 
     def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Image from per-layer latents (N, num_latents, style_channels); ``noise=None``
@@ -220,23 +216,15 @@ class StyleGAN2Generator(nn.Module):
         ws = styles if input_is_latent else [self.mapping(s) for s in styles]
         if truncation < 1.0:
             if truncation_latent is None:
-                raise ValueError("truncation < 1 needs truncation_latent (see mean_latent())")
+                raise ValueError("truncation < 1 needs truncation_latent (see gleansr.bank.sample.truncation_centre)")
             ws = [truncation_latent + truncation * (w - truncation_latent) for w in ws]
         if len(ws) == 1:
             latent = ws[0].unsqueeze(1).expand(-1, self.num_latents, -1) if ws[0].ndim == 2 else ws[0]
         else:
             k = inject_index if inject_index is not None else int(torch.randint(1, self.num_latents, ()).item())
-            latent = torch.cat([ws[0].unsqueeze(1).expand(-1, k, -1),
-                                ws[1].unsqueeze(1).expand(-1, self.num_latents - k, -1)], dim=1)
+            latent = self.mixed_latents(ws[0], ws[1], k)
         noise = [None] * self.num_injected_noises if randomize_noise else None
         return self.synthesis(latent, noise)
-
-    @torch.no_grad()
-    def mean_latent(self, num_samples: int = 4096) -> torch.Tensor:
-        """Mean w over random z: the centre used by the truncation trick. (1, style_channels)"""
-        p = self.constant_input.input
-        z = torch.randn(num_samples, self.style_channels, device=p.device, dtype=p.dtype)
-        return self.mapping(z).mean(0, keepdim=True)
 
 
 class FusedSynthesis(nn.Module):

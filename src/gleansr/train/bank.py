@@ -34,25 +34,24 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from .augment import diff_augment
 from .bank_samples import sample_images, save_grid
 from ..imaging.convert import uint8_to_tensor
 from ..data.datasets import list_images
-from ..loading import export_bank_run, load_state_dict_strict
+from ..arch import MAX_SIZE, DiscriminatorConfig, StyleGAN2Config, check_int
+from ..loading import export_bank_run
 from ..pipeline.images import center_square, read_rgb_uint8
 from ..loading.training import BANK_RUN_KIND
 from ..errors import GleanError
 from ..models.discriminator import StyleGAN2Discriminator
 from ..models.stylegan2 import StyleGAN2Generator
 from ..precision import PRECISIONS
-from .config import default_num_workers
-from .distributed import DistInfo, all_reduce_mean
+from .distributed import DistInfo, all_reduce_mean, default_num_workers
 from .losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
-from .overrides import check_resume, flatten, read_config_file, with_overrides
-from .runtime import RunResult, autocast, grad_scaler, run_training
+from .overrides import Values, flatten, resolve_run_config, with_overrides
+from .runtime import RunResult, StateTable, autocast, grad_scaler, run_training, wrap_ddp
 
 KIND = BANK_RUN_KIND  # recorded in checkpoints; the loader tells bank runs from GLEAN runs by it
 LOSS_NAMES = ("loss_gan_d", "loss_gan_g", "loss_r1", "loss_pl")
@@ -96,8 +95,8 @@ class BankConfig:
     num_workers: int = dataclasses.field(default_factory=default_num_workers)
 
     def __post_init__(self) -> None:
-        if self.size < 8 or self.size & (self.size - 1):
-            raise ValueError(f"size must be a power of two >= 8, got {self.size}")
+        check_int("size", self.size, 8, MAX_SIZE, power_of_two=True)
+        self.discriminator  # validates both networks' architecture
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         group = min(self.batch_size, self.mbstd_group_size)
@@ -111,44 +110,37 @@ class BankConfig:
         for name in ("num_workers", "seed", "lr", "lr_mlp", "r1_gamma", "pl_weight", "pl_decay", "ema_kimg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("style_channels", "num_mlps", "channel_max", "channel_multiplier"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not (0 <= self.mixing_prob <= 1 and 0 <= self.ema_beta < 1 and all(0 <= b < 1 for b in self.betas)):
             raise ValueError(f"mixing_prob must be in [0, 1], ema_beta and betas in [0, 1); got {self.mixing_prob}, "
                              f"{self.ema_beta}, {self.betas}")
-        if float(self.channel_multiplier).is_integer():  # 2, not 2.0, in exported configs
-            object.__setattr__(self, "channel_multiplier", int(self.channel_multiplier))
+        object.__setattr__(self, "channel_multiplier", self.generator.channel_multiplier)  # 2, not 2.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["blur_kernel"], d["betas"] = list(self.blur_kernel), list(self.betas)
         return d
 
-    def generator_kwargs(self) -> dict[str, Any]:
-        return dict(out_size=self.size, style_channels=self.style_channels, num_mlps=self.num_mlps,
-                    channel_multiplier=self.channel_multiplier, blur_kernel=list(self.blur_kernel),
-                    lr_mlp=self.lr_mlp, channel_max=self.channel_max)
+    @property
+    def generator(self) -> StyleGAN2Config:
+        """The bank's architecture (``size`` is its ``out_size``)."""
+        return StyleGAN2Config.from_run_config(dataclasses.asdict(self))
 
-    def discriminator_kwargs(self) -> dict[str, Any]:
-        return dict(in_size=self.size, channel_multiplier=self.channel_multiplier, blur_kernel=list(self.blur_kernel),
-                    mbstd_cfg={"group_size": self.mbstd_group_size, "channel_groups": 1},
-                    channel_max=self.channel_max)
+    @property
+    def discriminator(self) -> DiscriminatorConfig:
+        return DiscriminatorConfig.matching(self.generator, self.mbstd_group_size)
 
 
 def resolve_config(file_config: Mapping[str, Any], overrides: Mapping[str, str], saved: Mapping[str, Any] | None,
                    source: str = "") -> BankConfig:
     """The run's config: defaults (or the checkpoint's), then a config file's keys, then ``--set``
-    overrides; on resume only :data:`RESUMABLE_CHANGES` may differ from the checkpoint."""
+    overrides (:func:`~gleansr.train.overrides.resolve_run_config`; on resume only
+    :data:`RESUMABLE_CHANGES` may differ from the checkpoint)."""
     if saved is None and "size" not in file_config and "size" not in overrides:
         raise GleanError("a new bank run needs its image size: --set size=256 (a power of two)")
-    previous = with_overrides(BankConfig(size=8), saved, source) if saved is not None else None
+    previous = with_overrides(BankConfig(size=8), saved, source, Values.TYPED) if saved is not None else None
     base = previous or BankConfig(size=8)  # a new run's size is replaced just below
-    config = with_overrides(base, flatten(file_config, BankConfig, "bank config"), "bank config")
-    config = with_overrides(config, overrides)
-    if previous is not None:
-        check_resume(previous.to_dict(), config.to_dict(), RESUMABLE_CHANGES, source)
-    return config
+    requested = with_overrides(base, flatten(file_config, BankConfig, "bank config"), "bank config", Values.TYPED)
+    return resolve_run_config(requested, overrides, previous, source, resumable=RESUMABLE_CHANGES)
 
 
 class BankImages(Dataset):
@@ -187,9 +179,7 @@ class MixingGenerator(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, k: int,
                 noise: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.generator
-        w1, w2 = g.mapping(torch.cat([z1, z2])).chunk(2)
-        latents = torch.cat([w1.unsqueeze(1).expand(-1, k, -1),
-                             w2.unsqueeze(1).expand(-1, g.num_latents - k, -1)], dim=1)
+        latents = g.mixed_latents(*g.mapping(torch.cat([z1, z2])).chunk(2), k)
         return g.synthesis(latents, noise or [None] * g.num_injected_noises), latents
 
 
@@ -246,8 +236,8 @@ class BankRecipe:
     def build(self, info: DistInfo, fresh: bool) -> None:
         config, dev = self.config, info.device
         self.info = info
-        self.generator = StyleGAN2Generator(**config.generator_kwargs())
-        self.discriminator = StyleGAN2Discriminator(**config.discriminator_kwargs())
+        self.generator = StyleGAN2Generator.from_config(config.generator)
+        self.discriminator = StyleGAN2Discriminator.from_config(config.discriminator)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         for net in (self.generator, self.discriminator, self.generator_ema):
             net.to(dev)
@@ -258,31 +248,22 @@ class BankRecipe:
         self.mean_path_length = torch.zeros((), device=dev)
         self.last_reg = torch.zeros(2, device=dev)  # latest R1 and path-length penalties, for the log
         torch.manual_seed(config.seed + 1 + info.rank)  # different latents on every rank
-        ddp_kwargs: dict[str, Any] = {"broadcast_buffers": False}  # buffers (noise, FIR kernels) are constants
-        if dev.type == "cuda":
-            ddp_kwargs["device_ids"] = [dev.index]
-            torch.backends.cudnn.benchmark = True
         self.mixing = MixingGenerator(self.generator)
-        self.g_train = DistributedDataParallel(self.mixing, **ddp_kwargs) if info.distributed else self.mixing
-        self.d_train = (DistributedDataParallel(self.discriminator, **ddp_kwargs) if info.distributed
-                        else self.discriminator)
+        self.g_train, self.d_train = wrap_ddp(self.mixing, info), wrap_ddp(self.discriminator, info)
         self.augment = diff_augment if config.augment else (lambda x: x)
         self.beta = ema_beta(config, info.world_size)
 
-    _NETS = ("generator", "generator_ema", "discriminator")
-    _OTHERS = (("opt_g", "optimizer_g"), ("opt_d", "optimizer_d"), ("scaler_g", "scaler_g"), ("scaler_d", "scaler_d"))
+    STATE = StateTable(networks=(("generator", "generator"), ("generator_ema", "generator_ema"),
+                                 ("discriminator", "discriminator")),
+                       others=(("opt_g", "optimizer_g"), ("opt_d", "optimizer_d"), ("scaler_g", "scaler_g"),
+                               ("scaler_d", "scaler_d")))
 
     def load_state(self, state: Mapping[str, Any], source: str) -> None:
-        for key in self._NETS:
-            load_state_dict_strict(getattr(self, key), state[key], f"{source} ({key})")
-        for attr, key in self._OTHERS:
-            getattr(self, attr).load_state_dict(state[key])
+        self.STATE.load(self, state, source)
         self.mean_path_length = state["mean_path_length"].to(self.info.device)
 
     def state(self) -> dict[str, Any]:
-        return {**{key: getattr(self, key).state_dict() for key in self._NETS},
-                **{key: getattr(self, attr).state_dict() for attr, key in self._OTHERS},
-                "mean_path_length": self.mean_path_length.detach().cpu()}
+        return {**self.STATE.state(self), "mean_path_length": self.mean_path_length.detach().cpu()}
 
     def step(self, batch: torch.Tensor, iteration: int) -> torch.Tensor:
         real = batch.to(self.info.device, non_blocking=True)
@@ -376,7 +357,7 @@ class BankRecipe:
 
     def export(self, out: Path, iteration: int) -> None:
         export_bank_run(out, iteration, self.generator, self.generator_ema, self.discriminator,
-                        self.config.generator_kwargs(), self.config.discriminator_kwargs())
+                        self.config.generator, self.config.discriminator)
 
 
 def train_bank(data: str | Path, out: str | Path, overrides: Mapping[str, str], *,
@@ -391,8 +372,3 @@ def train_bank(data: str | Path, out: str | Path, overrides: Mapping[str, str], 
         return BankRecipe(resolve_config(config_file or {}, overrides, saved, source), Path(data))
 
     return run_training(KIND, make, out, device=device, resume=resume, progress=progress)
-
-
-def read_bank_config(path: str | Path) -> dict[str, Any]:
-    """A bank config file's keys (checked when the run's config is resolved)."""
-    return read_config_file(Path(path))

@@ -13,17 +13,19 @@ run folders. Sources, later ones winning:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..arch import DiscriminatorConfig
 from ..errors import GleanError
-from ..models.glean import GLEANConfig
+from ..glean_config import GLEANConfig
 from ..precision import PRECISIONS
 from ..zoo import ZOO, get_entry, unknown_model_message
-from .overrides import flatten, parse_overrides, read_config_file, with_overrides
+from .distributed import default_num_workers
+from .overrides import Values, flatten, parse_overrides, read_config_file, with_overrides
 
 VGG_INPUT_RANGES = ("[-1,1]", "[0,1]")
 RANDOM = "random"  # the bank / discriminator value that asks for random initial weights
@@ -45,10 +47,28 @@ RESUMABLE_CHANGES = frozenset({"max_iters", "precision", "num_workers", "log_eve
 START_ONLY = frozenset({"bank", "discriminator", "init"})
 
 
-def default_num_workers() -> int:
-    """DataLoader workers that fit the machine: none on 2 cores or fewer, else up to 4, one core left."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cpus <= 2 else min(4, cpus - 1)
+class BankChoice(enum.Enum):
+    """Where a fresh GLEAN run's latent bank (and discriminator) come from."""
+
+    UNSET = ""  # a custom config that names none: an error unless --init or the no-bank ablation
+    PRETRAINED = PRETRAINED  # the preset's own StyleGAN2, downloaded and verified
+    RANDOM = RANDOM  # random bank and discriminator (not GLEAN's recipe)
+    INIT = FROM_INIT  # the bank inside the --init GLEAN file
+    FILE = "file"  # a StyleGAN2 file of any format the loader reads
+
+
+@dataclass(frozen=True)
+class BankSource:
+    """``TrainConfig.bank`` read once: the choice, and the file for ``FILE``."""
+
+    choice: BankChoice
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> "BankSource":
+        if value in ("", PRETRAINED, RANDOM, FROM_INIT):
+            return cls(BankChoice(value))
+        return cls(BankChoice.FILE, Path(value).expanduser())
 
 
 @dataclass(frozen=True)
@@ -92,10 +112,6 @@ class TrainConfig:
     val_samples: int = 4  # validation images saved as LR-bicubic | SR | HR strips
 
     def __post_init__(self) -> None:
-        m = self.model
-        if m.in_size < 4 or m.in_size & (m.in_size - 1) or m.out_size & (m.out_size - 1) or m.in_size >= m.out_size:
-            raise ValueError(f"model sizes must be powers of two with 4 <= in_size < out_size, "
-                             f"got {m.in_size} -> {m.out_size}")
         positive = ("batch_size", "accumulate", "max_iters", "log_every", "val_every", "save_every", "perceptual_layer",
                     "mbstd_group_size")
         for name in positive:
@@ -114,9 +130,9 @@ class TrainConfig:
                              f"got {self.perceptual_input_range!r}")
         if self.preset and self.preset not in preset_names():
             raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(preset_names())}")
-        if self.bank == PRETRAINED and not self.preset:
+        if self.bank_source.choice is BankChoice.PRETRAINED and not self.preset:
             raise ValueError("bank 'pretrained' is a preset's StyleGAN2; give the bank file's path or 'random'")
-        if self.bank == FROM_INIT and not self.init:
+        if self.bank_source.choice is BankChoice.INIT and not self.init:
             raise ValueError("bank 'init' is the bank inside the --init file; pass --init FILE or another bank")
         if self.discriminator not in ("", RANDOM):
             raise ValueError(f"discriminator must be '' (from the bank file) or 'random', got {self.discriminator!r}")
@@ -128,6 +144,15 @@ class TrainConfig:
         if sum(self.periods) < self.max_iters:
             raise ValueError(f"lr_periods {self.lr_periods} cover {sum(self.periods)} iterations, "
                              f"fewer than max_iters {self.max_iters}")
+
+    @property
+    def bank_source(self) -> BankSource:
+        return BankSource.parse(self.bank)
+
+    @property
+    def discriminator_config(self) -> DiscriminatorConfig:
+        """The discriminator this run trains: its bank's, with this run's minibatch-stddev group."""
+        return self.model.discriminator(self.mbstd_group_size)
 
     @property
     def periods(self) -> tuple[int, ...]:
@@ -210,12 +235,12 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
         raise GleanError(f"{source}: 'preset' must be a preset name, got {preset!r}")
     flat = flatten(data, TrainConfig, source)
     if preset:
-        return with_overrides(preset_config(preset), flat, source)
+        return with_overrides(preset_config(preset), flat, source, Values.TYPED)
     model = data.get("model") or {}
     if not isinstance(model, Mapping) or "in_size" not in model or "out_size" not in model:
         raise GleanError(f"{source}: a config without 'preset' must give model.in_size and model.out_size")
     base = TrainConfig(model=GLEANConfig(in_size=4, out_size=8))  # sizes replaced by the file's just below
-    return with_overrides(base, flat, source)
+    return with_overrides(base, flat, source, Values.TYPED)
 
 
 def load_config(source: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -44,6 +44,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+def default_num_workers() -> int:
+    """DataLoader workers that fit the machine: none on 2 cores or fewer, else up to 4, one core left."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the ``torchrun`` process group if ``WORLD_SIZE > 1``; pick this process's device.
 

@@ -31,19 +31,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from ..errors import GleanError
 from ..evaluate import ImageResult, evaluate_dataset, module_sr_fn
-from ..models import GLEANStyleGANv2
-from ..loading import load_state_dict_strict
+from ..models import GLEANStyleGANv2, StyleGAN2Discriminator
 from . import glean_start
 from .config import RESUMABLE_CHANGES, START_ONLY, TrainConfig, config_from_dict, scheduled_lr, with_init
 from .distributed import DistInfo
 from .glean_start import RunPaths
 from .log import logger, save_sample_strip
 from .losses import PerceptualLoss, gan_loss, pixel_loss
-from .overrides import check_resume, with_overrides
-from .runtime import RunResult, autocast, grad_scaler, run_training
-from .state import build_discriminator
+from .overrides import resolve_run_config
+from .runtime import RunResult, StateTable, autocast, grad_scaler, run_training, wrap_ddp
 
 KIND = "glean"
 LOSS_NAMES = ("loss_pix", "loss_perceptual", "loss_gan", "loss_d_real", "loss_d_fake")
@@ -147,9 +144,9 @@ def build_nets(config: TrainConfig, info: DistInfo, bank: Path | None, vgg: Path
                init: Path | None = None) -> Nets:
     """Networks (initial weights on a fresh run), optimizers, scalers, DDP wrappers."""
     dev = info.device
-    generator = GLEANStyleGANv2(**config.model.to_dict())
+    generator = GLEANStyleGANv2.from_config(config.model)
     generator.fusion_skip.requires_grad_(False)  # see the module docstring
-    discriminator = build_discriminator(config)
+    discriminator = StyleGAN2Discriminator.from_config(config.discriminator_config)
     if fresh:
         glean_start.initialise(generator, discriminator, config, bank, init)
     generator.to(dev).train()
@@ -160,18 +157,13 @@ def build_nets(config: TrainConfig, info: DistInfo, bank: Path | None, vgg: Path
                                     vgg_input_range=config.perceptual_input_range).to(dev)  # type: ignore[arg-type]
     opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr_g, betas=config.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=config.betas)
-    ddp_kwargs: dict[str, Any] = {"broadcast_buffers": False}  # the buffers (noise, FIR kernels) are constants
-    if dev.type == "cuda":
-        ddp_kwargs["device_ids"] = [dev.index]
-        torch.backends.cudnn.benchmark = True
-    g_train = DistributedDataParallel(generator, **ddp_kwargs) if info.distributed else generator
-    d_train = DistributedDataParallel(discriminator, **ddp_kwargs) if info.distributed else discriminator
-    return Nets(generator, discriminator, g_train, d_train, perceptual, opt_g, opt_d,
-                grad_scaler(config.precision, dev), grad_scaler(config.precision, dev))
+    return Nets(generator, discriminator, wrap_ddp(generator, info), wrap_ddp(discriminator, info), perceptual,
+                opt_g, opt_d, grad_scaler(config.precision, dev), grad_scaler(config.precision, dev))
 
 
-_STATE_PARTS = ("generator", "discriminator", "opt_g", "opt_d", "scaler_g", "scaler_d")
-_STATE_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "scaler_g", "scaler_d")
+STATE = StateTable(networks=(("generator", "generator"), ("discriminator", "discriminator")),
+                   others=(("opt_g", "optimizer_g"), ("opt_d", "optimizer_d"), ("scaler_g", "scaler_g"),
+                           ("scaler_d", "scaler_d")))
 
 
 class GleanRecipe:
@@ -207,19 +199,13 @@ class GleanRecipe:
         self.nets = build_nets(self.config, info, bank, vgg, fresh, init)
 
     def load_state(self, state: Mapping[str, Any], source: str) -> None:
-        for part, key in zip(_STATE_PARTS, _STATE_KEYS):
-            target = getattr(self.nets, part)
-            if key in ("generator", "discriminator"):
-                load_state_dict_strict(target, state[key], f"{source} ({key})")
-            else:
-                target.load_state_dict(state[key])
+        STATE.load(self.nets, state, source)
 
     def state(self) -> dict[str, Any]:
         c = self.config
         scheduler = {"policy": "CosineRestart", "periods": list(c.periods), "restart_weights": list(c.restart_weights),
                      "min_lr": c.lr_min, "base_lrs": [c.lr_g, c.lr_d]}
-        return {**{key: getattr(self.nets, part).state_dict() for part, key in zip(_STATE_PARTS, _STATE_KEYS)},
-                "scheduler": scheduler}
+        return {**STATE.state(self.nets), "scheduler": scheduler}
 
     def step(self, batch: Any, iteration: int) -> torch.Tensor:
         nets, dev = self.nets, self.info.device
@@ -247,20 +233,23 @@ class GleanRecipe:
 
 def resolve_config(config: TrainConfig | None, paths: RunPaths, overrides: Mapping[str, str],
                    saved: Mapping[str, Any] | None, source: str) -> tuple[TrainConfig, list[str]]:
-    """The run's config and the warnings it needs: the requested one, which on resume must match
-    the checkpoint's (its starting weights are the checkpoint's)."""
-    previous = config_from_dict(saved, source) if saved is not None else None
-    if config is None and previous is None:
-        raise GleanError("no config given and no checkpoint to resume from; pass a preset or a config file")
-    requested, notes = with_init(with_overrides(config if config is not None else previous, overrides), overrides)
-    if paths.lr_data is not None and requested.degrade:
+    """The run's config (:func:`~gleansr.train.overrides.resolve_run_config`; the starting weights
+    of a resumed run are the checkpoint's) and the warnings it needs."""
+    notes: list[str] = []
+
+    def adjust(requested: TrainConfig) -> TrainConfig:
+        requested, init_notes = with_init(requested, overrides)
+        notes.extend(init_notes)
+        if paths.lr_data is None or not requested.degrade:
+            return requested
         notes.append(f"--lr-data turns off the on-the-fly degradations that define "
                      f"{requested.preset or 'this config'} (recorded as degrade=false in config.json)")
-        requested = dataclasses.replace(requested, degrade=False)
-    if previous is not None:
-        requested = dataclasses.replace(requested, **{k: getattr(previous, k) for k in START_ONLY})
-        check_resume(previous.to_dict(), requested.to_dict(), RESUMABLE_CHANGES, source)
-    return requested, notes
+        return dataclasses.replace(requested, degrade=False)
+
+    previous = config_from_dict(saved, source) if saved is not None else None
+    resolved = resolve_run_config(config, overrides, previous, source, resumable=RESUMABLE_CHANGES,
+                                  start_only=START_ONLY, adjust=adjust)
+    return resolved, notes
 
 
 def train(config: TrainConfig | None, paths: RunPaths, *, overrides: Mapping[str, str] | None = None,

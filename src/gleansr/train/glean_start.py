@@ -24,10 +24,13 @@ from ..models import GLEANStyleGANv2
 from ..loading import init_glean_from_bank, inspect, load_glean, load_state_dict_strict
 from ..loading.bank import BANK_FILE
 from ..zoo import VGG16_WEIGHTS, ZOO, WeightsSource, get_entry, weights_file
-from .config import FROM_INIT, PRETRAINED, RANDOM, TrainConfig
+from .config import RANDOM, BankChoice, TrainConfig
 from .distributed import DistInfo, barrier
 
 logger = logging.getLogger("gleansr.train")
+# What --bank reads besides 'random', 'pretrained' and 'init' (any format `gleansr convert` reads).
+BANK_FILES = ("a StyleGAN2 file (MMGeneration .pth, rosinality .pt, NVIDIA .pkl, a converted .safetensors), "
+              f"a bank run folder (holding {BANK_FILE})")
 
 
 @dataclass(frozen=True)
@@ -82,22 +85,29 @@ def vgg_file(given: str | Path | None, info: DistInfo) -> Path:
 
 def bank_file(config: TrainConfig, info: DistInfo) -> Path | None:
     """The StyleGAN2 file a fresh run starts its bank and D from; None for random weights."""
-    if config.bank in (RANDOM, FROM_INIT) or (not config.bank and (config.init or not config.model.latent_bank)):
+    source = config.bank_source
+    unset = source.choice is BankChoice.UNSET
+    if source.choice in (BankChoice.RANDOM, BankChoice.INIT) or (
+            unset and (config.init or not config.model.latent_bank)):
         return None  # asked for; or the generator comes from --init; or the no-bank ablation
-    if not config.bank:
+    if unset:
         raise GleanError("a config of your own must say which bank it uses: --bank FILE (a StyleGAN2 file: "
                          "generator_ema -> bank, discriminator -> D) or --bank random")
-    if config.bank == PRETRAINED:
+    if source.choice is BankChoice.PRETRAINED:
         recipe = get_entry(config.preset).recipe
         if recipe is None or recipe.bank is None:
             raise GleanError(f"{config.preset} has no pretrained bank; pass --bank FILE or --bank random")
-        return _fetch(recipe.bank, info)
-    path = Path(config.bank).expanduser()
+        try:
+            return _fetch(recipe.bank, info)
+        except GleanError as exc:
+            raise GleanError(f"the pretrained StyleGAN2 of {config.preset} (the file its latent bank and "
+                             f"discriminator start from) is missing: {exc}; instead, --bank takes {BANK_FILES} or "
+                             "'random' (random bank and discriminator: not GLEAN's recipe)") from None
+    path = source.path
+    assert path is not None
     if path.is_dir() and (path / BANK_FILE).is_file():  # a bank run folder: its exported bank
         return path
-    return require_file(path, "--bank", f"--bank takes a StyleGAN2 file (MMGeneration .pth, rosinality .pt, NVIDIA "
-                                        f".pkl, a converted .safetensors), a bank run folder (holding {BANK_FILE}), "
-                                        "'random' or 'pretrained'")
+    return require_file(path, "--bank", f"--bank takes {BANK_FILES}, 'random' or 'pretrained'")
 
 
 def init_file(config: TrainConfig, info: DistInfo) -> Path | None:
@@ -130,7 +140,7 @@ def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, confi
     """Fresh run: the generator from ``init``, then the bank (and D) from ``bank``; a random bank
     asked for by name stays random (the init file's bank is not used then)."""
     random_bank = {k: v.clone() for k, v in generator.generator.state_dict().items()} if (
-        init is not None and config.bank == RANDOM) else None
+        init is not None and config.bank_source.choice is BankChoice.RANDOM) else None
     if init is not None:
         start = load_glean(init)
         if start.config != config.model:
@@ -156,11 +166,12 @@ def start_notes(config: TrainConfig, bank: Path | None, fresh: bool) -> list[str
     if not fresh:
         return []
     if bank is not None:
-        what = f"pretrained StyleGAN2 of {config.preset}" if config.bank == PRETRAINED else "the file"
+        pretrained = config.bank_source.choice is BankChoice.PRETRAINED
+        what = f"pretrained StyleGAN2 of {config.preset}" if pretrained else "the file"
         d = ("random (asked by discriminator=random)" if config.discriminator == RANDOM
              else "from the same file (random if it is a GLEAN file, which holds none)")
         notes = [f"bank: {what} {bank}; discriminator: {d}"]
-    elif config.bank == RANDOM:
+    elif config.bank_source.choice is BankChoice.RANDOM:
         notes = ["bank: random (asked by --bank random): the latent bank and the discriminator start random; "
                  "this is not GLEAN's recipe"]
     elif not config.model.latent_bank:

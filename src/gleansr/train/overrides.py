@@ -10,14 +10,25 @@ from JSON/TOML files must already have the right type; floats must be finite. Un
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 from ..errors import GleanError
+
+C = TypeVar("C")
+
+
+class Values(enum.Enum):
+    """How override values arrive: ``TEXT`` (``--set`` strings, parsed by the field's type) or
+    ``TYPED`` (from a JSON/TOML file or a checkpoint: already of the field's type)."""
+
+    TEXT = "text"
+    TYPED = "typed"
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -102,10 +113,11 @@ def coerce(key: str, value: Any, kind: Any, from_text: bool) -> Any:
     raise GleanError(f"config key {key!r}: expected {name}, got {value!r}")
 
 
-def with_overrides(config: Any, values: Mapping[str, Any], source: str = "--set") -> Any:
+def with_overrides(config: C, values: Mapping[str, Any], source: str = "--set", form: Values = Values.TEXT) -> C:
     """A copy of ``config`` with dotted keys replaced, each coerced to its field's type.
 
-    String values are parsed (``"3"`` -> 3) only when ``source`` is ``"--set"``.
+    String values are parsed (``"3"`` -> 3) only for ``form=Values.TEXT``; ``source`` names where
+    the values came from in messages.
     """
     cls = type(config)
     nested = _nested(cls)
@@ -113,7 +125,7 @@ def with_overrides(config: Any, values: Mapping[str, Any], source: str = "--set"
     inner = {name: dataclasses.asdict(getattr(config, name)) for name in nested}
     for key, value in values.items():
         try:
-            typed = coerce(key, value, field_type(cls, key), from_text=source == "--set")
+            typed = coerce(key, value, field_type(cls, key), from_text=form is Values.TEXT)
         except GleanError as exc:
             raise GleanError(f"{source}: {exc}") from None
         head, _, rest = key.partition(".")
@@ -194,6 +206,24 @@ def resume_conflict(saved: Mapping[str, Any], requested: Mapping[str, Any], resu
         elif old != new:
             return f"{key} ({old!r} in the checkpoint, {new!r} now)"
     return None
+
+
+def resolve_run_config(requested: C | None, overrides: Mapping[str, str], previous: C | None, source: str, *,
+                       resumable: frozenset[str], start_only: frozenset[str] = frozenset(),
+                       adjust: typing.Callable[[C], C] | None = None) -> C:
+    """A run's config, the same way for every recipe: ``requested`` (None: the checkpoint's), then the
+    ``--set`` ``overrides``, then ``adjust``; on resume (``previous`` from the checkpoint in
+    ``source``) the ``start_only`` fields are the checkpoint's and only ``resumable`` fields may differ."""
+    base = requested if requested is not None else previous
+    if base is None:
+        raise GleanError("no config given and no checkpoint to resume from; pass a preset or a config file")
+    config = with_overrides(base, overrides)
+    if adjust is not None:
+        config = adjust(config)
+    if previous is not None:
+        config = dataclasses.replace(config, **{k: getattr(previous, k) for k in start_only})  # type: ignore[type-var]
+        check_resume(previous.to_dict(), config.to_dict(), resumable, source)  # type: ignore[attr-defined]
+    return config
 
 
 def check_resume(saved: Mapping[str, Any], requested: Mapping[str, Any], resumable: frozenset[str],

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from ..atomic import atomic_write_bytes, make_folder
@@ -40,6 +41,7 @@ from ..errors import GleanError
 from .batches import make_loader, next_batch, open_batches
 from .distributed import (DistInfo, ResumableBatchSampler, SeededItems, all_gather_objects, all_reduce_mean, barrier,
                           init_distributed, shutdown_distributed)
+from ..loading import load_state_dict_strict
 from .log import RunLog
 from .state import (LAST, capture_rng, load_latest, remove_partial_checkpoints, restore_rng,
                     save_training_checkpoint)
@@ -150,6 +152,38 @@ def grad_scaler(precision: str, device: torch.device) -> Any:
     if hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler(device.type, enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
+
+
+def wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``module`` for training: under DDP when several processes run, else as it is (on CUDA,
+    cuDNN autotunes its kernels: the shapes never change during a run)."""
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if not info.distributed:
+        return module
+    kwargs: dict[str, Any] = {"broadcast_buffers": False}  # the buffers (noise, FIR kernels) are constants
+    if info.device.type == "cuda":
+        kwargs["device_ids"] = [info.device.index]
+    return DistributedDataParallel(module, **kwargs)
+
+
+@dataclass(frozen=True)
+class StateTable:
+    """Which attributes of a recipe's holder go into a checkpoint, and under which key: ``networks``
+    are loaded strictly (every key, every shape); ``others`` (optimizers, scalers) by their own
+    ``load_state_dict``."""
+
+    networks: tuple[tuple[str, str], ...]  # (attribute, checkpoint key)
+    others: tuple[tuple[str, str], ...]
+
+    def state(self, holder: Any) -> dict[str, Any]:
+        return {key: getattr(holder, attr).state_dict() for attr, key in self.networks + self.others}
+
+    def load(self, holder: Any, state: Mapping[str, Any], source: str) -> None:
+        for attr, key in self.networks:
+            load_state_dict_strict(getattr(holder, attr), state[key], f"{source} ({key})")
+        for attr, key in self.others:
+            getattr(holder, attr).load_state_dict(state[key])
 
 
 def seed_everything(seed: int) -> None:

@@ -5,8 +5,9 @@ A training checkpoint is a dict saved with ``torch.save`` and read back with
 
 - ``format``: :data:`CHECKPOINT_FORMAT`; ``kind``: the recipe (``glean``, ``stylegan2-bank``; a
   checkpoint without one is GLEAN's); ``iteration``: iterations completed;
-- ``config``: the :class:`~gleansr.train.config.TrainConfig` as a dict (the model's
-  GLEANConfig under ``model``), so resume and export rebuild the networks from it;
+- ``config``: the recipe's config as a dict (GLEAN's :class:`~gleansr.train.config.TrainConfig`,
+  the model's GLEANConfig under ``model``; the bank's ``BankConfig``), so resume and export
+  rebuild the networks from it;
 - GLEAN's recipe: ``generator``: the whole generator state dict, frozen bank included (the file is then
   self-contained: resuming or exporting never needs the bank file again); ``discriminator``;
 - ``optimizer_g`` / ``optimizer_d`` (Adam), ``scheduler`` (its settings, for information: the
@@ -40,8 +41,6 @@ import torch
 from ..atomic import atomic_path, remove_stale_temp_files, torch_save_into
 from ..errors import OutputError
 from ..loading import CHECKPOINT_FORMAT, LAST, PREVIOUS, latest_training_checkpoint
-from ..models import StyleGAN2Discriminator
-from .config import TrainConfig, config_from_dict
 
 
 def capture_rng() -> dict[str, Any]:
@@ -95,13 +94,3 @@ def load_latest(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | Non
     return latest_training_checkpoint(
         run_dir, on_damaged=lambda message: logging.getLogger("gleansr.train").warning("%s", message))
 
-
-def checkpoint_config(state: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
-    return config_from_dict(state["config"], source)
-
-
-def build_discriminator(config: TrainConfig) -> StyleGAN2Discriminator:
-    """The StyleGAN2 discriminator matching the generator's bank (same widths and blur)."""
-    m = config.model
-    return StyleGAN2Discriminator(m.out_size, channel_multiplier=m.channel_multiplier, blur_kernel=m.blur_kernel,
-                                  mbstd_cfg={"group_size": config.mbstd_group_size}, channel_max=m.channel_max)
