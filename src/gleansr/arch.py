@@ -104,7 +104,7 @@ def _to_rgb(c_in: int, style: int) -> int:
     return 3 * c_in + style * c_in + c_in + 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StyleGAN2Config:
     """A StyleGAN2 generator (config-f defaults): GLEAN's latent bank, or a bank on its own."""
 
@@ -175,7 +175,7 @@ class StyleGAN2Config:
                 f"channel multiplier {self.channel_multiplier}, channel max {self.channel_max}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DiscriminatorConfig:
     """A StyleGAN2 discriminator (residual, minibatch standard deviation over groups of
     ``mbstd_group_size`` images, ``mbstd_channel_groups`` extra channels).

@@ -16,7 +16,7 @@ from .arch import (RRDB_GROWTH, DiscriminatorConfig, StyleGAN2Config, _conv, _fr
                    check_taps)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GLEANConfig:
     """Everything needed to rebuild a GLEAN generator (stored in every gleansr checkpoint)."""
 

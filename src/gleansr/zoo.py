@@ -3,9 +3,10 @@
 A :class:`ModelEntry` says what the model is (GLEAN configuration, sizes), where its weights come
 from (a :class:`~gleansr.hub.WeightsSource`: a URL with the SHA-256 prefix OpenMMLab puts in file
 names, or a file in ``gleansr/assets``), what it restores (domain, input kind, whether it is a
-face model), how well (the metrics reported on its test set), under which licence, and how it
-was trained (:class:`TrainingRecipe`, used by ``gleansr train <name>``). Adding a model is one
-declaration here and its manifest test.
+face model), how an image becomes its input (:class:`InputSpec`: normalisation and resize method,
+as timm's pretrained configs record them), how well (the metrics reported on its test set), under
+which licence, and how it was trained (:class:`TrainingRecipe`, used by ``gleansr train <name>``).
+Adding a model is one declaration here and its manifest test.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Union
 
 from .errors import GleanError, WeightsError
 from .glean_config import GLEANConfig
@@ -34,7 +35,27 @@ def _openmmlab(base: str, filename: str) -> WeightsSource:
     return WeightsSource(filename, base + filename, sha256_prefix_from_name(filename))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """How an image becomes the model's input: centre-cropped to a square, resized to ``in_size``
+    by ``resize``, then ``(pixel / 255 - mean) / std`` per RGB channel (GLEAN's: [-1, 1]); the
+    output is mapped back by the inverse."""
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: Literal["matlab-bicubic"] = "matlab-bicubic"  # MATLAB's imresize, antialiased (what GLEAN trains on)
+    crop: Literal["center"] = "center"
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range pixel values 0..255 map to (per channel, the widest)."""
+        return (min(-m / s for m, s in zip(self.mean, self.std)), max((1 - m) / s for m, s in zip(self.mean, self.std)))
+
+
+GLEAN_INPUT = InputSpec()  # every GLEAN model: RGB in [-1, 1], MATLAB bicubic
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingRecipe:
     """What the model was trained with; ``gleansr train <name>`` starts from it.
 
@@ -53,7 +74,7 @@ class TrainingRecipe:
         return self.batch_size * self.processes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelEntry:
     """One model of the zoo (see the module docstring)."""
 
@@ -74,6 +95,7 @@ class ModelEntry:
     # PSNR (dB) of the bf16 output against fp32 after uint8 rounding, measured with these weights by
     # benchmarks/bench_deploy.py; precision "auto" picks bf16 only when it is known and >= 50 dB
     bf16_psnr: float | None = None
+    preprocess: InputSpec = GLEAN_INPUT
 
     @property
     def scale(self) -> int:
@@ -102,30 +124,43 @@ GLYPHS_8X_CONFIG = GLEANConfig(in_size=16, out_size=128, rrdb_channels=16, num_r
 _ENTRIES = (
     # Upstream recipes (REFERENCE.md): 2 GPUs x 8 (cats), 2 x 4 (ffhq_16x), 4 x 2 (in128); only in128
     # degrades its LR on the fly and feeds VGG images in [0, 1] (MMEditing's norm_img=True).
-    ModelEntry("glean_cat_8x", GLEANConfig(32, 256), _openmmlab(MMEDIT_BASE, "glean_cat_8x_20210614-d3ac8683.pth"),
-               "cats", _CATS.format(32), False, 23.98, None, "Cat100 (CAT_03, 100 images)",
-               "LSUN cat, 29,343 images", _MMEDIT_LICENCE, TrainingRecipe(8, 2, False, "[-1,1]", _CAT_BANK)),
-    ModelEntry("glean_cat_16x", GLEANConfig(16, 256), _openmmlab(MMEDIT_BASE, "glean_cat_16x_20210527-68912543.pth"),
-               "cats", _CATS.format(16), False, 20.88, None, "Cat100 (CAT_03, 100 images)", "LSUN cat",
-               _MMEDIT_LICENCE, TrainingRecipe(8, 2, False, "[-1,1]", _CAT_BANK)),
-    ModelEntry("glean_ffhq_16x", GLEANConfig(64, 1024), _openmmlab(MMEDIT_BASE, "glean_ffhq_16x_20210527-61a3afad.pth"),
-               "faces", _FACES.format(64), True, 26.91, None, "CelebA-HQ 100 (00001-00100)", "FFHQ 70k",
-               _MMEDIT_LICENCE, TrainingRecipe(4, 2, False, "[-1,1]", _FFHQ_BANK)),
-    ModelEntry("glean_in128out1024_4x2_300k_ffhq_celebahq", GLEANConfig(128, 1024),
-               _openmmlab(MMEDIT_BASE, "glean_in128out1024_4x2_300k_ffhq_celebahq_20210812-acbcb04f.pth"),
-               "faces", _FACES.format(128) + ", blurred/noisy/JPEG inputs allowed", True, 27.94, None,
-               "CelebA-HQ 100, clean bicubic x8", "FFHQ + CelebA-HQ, degraded on the fly", _MMEDIT_LICENCE,
-               TrainingRecipe(2, 4, True, "[0,1]", _FFHQ_BANK)),
+    ModelEntry(name="glean_cat_8x", config=GLEANConfig(in_size=32, out_size=256),
+               weights=_openmmlab(MMEDIT_BASE, "glean_cat_8x_20210614-d3ac8683.pth"),
+               domain="cats", input_kind=_CATS.format(32), face_model=False, psnr=23.98, ssim=None,
+               test_set="Cat100 (CAT_03, 100 images)", trained_on="LSUN cat, 29,343 images", licence=_MMEDIT_LICENCE,
+               recipe=TrainingRecipe(batch_size=8, processes=2, degradations=False, perceptual_input_range="[-1,1]",
+                                     bank=_CAT_BANK)),
+    ModelEntry(name="glean_cat_16x", config=GLEANConfig(in_size=16, out_size=256),
+               weights=_openmmlab(MMEDIT_BASE, "glean_cat_16x_20210527-68912543.pth"),
+               domain="cats", input_kind=_CATS.format(16), face_model=False, psnr=20.88, ssim=None,
+               test_set="Cat100 (CAT_03, 100 images)", trained_on="LSUN cat", licence=_MMEDIT_LICENCE,
+               recipe=TrainingRecipe(batch_size=8, processes=2, degradations=False, perceptual_input_range="[-1,1]",
+                                     bank=_CAT_BANK)),
+    ModelEntry(name="glean_ffhq_16x", config=GLEANConfig(in_size=64, out_size=1024),
+               weights=_openmmlab(MMEDIT_BASE, "glean_ffhq_16x_20210527-61a3afad.pth"),
+               domain="faces", input_kind=_FACES.format(64), face_model=True, psnr=26.91, ssim=None,
+               test_set="CelebA-HQ 100 (00001-00100)", trained_on="FFHQ 70k", licence=_MMEDIT_LICENCE,
+               recipe=TrainingRecipe(batch_size=4, processes=2, degradations=False, perceptual_input_range="[-1,1]",
+                                     bank=_FFHQ_BANK)),
+    ModelEntry(name="glean_in128out1024_4x2_300k_ffhq_celebahq", config=GLEANConfig(in_size=128, out_size=1024),
+               weights=_openmmlab(MMEDIT_BASE, "glean_in128out1024_4x2_300k_ffhq_celebahq_20210812-acbcb04f.pth"),
+               domain="faces", input_kind=_FACES.format(128) + ", blurred/noisy/JPEG inputs allowed", face_model=True,
+               psnr=27.94, ssim=None, test_set="CelebA-HQ 100, clean bicubic x8",
+               trained_on="FFHQ + CelebA-HQ, degraded on the fly", licence=_MMEDIT_LICENCE,
+               recipe=TrainingRecipe(batch_size=2, processes=4, degradations=True, perceptual_input_range="[0,1]",
+                                     bank=_FFHQ_BANK)),
     # Trained by scripts/train_glyph_model.sh (PROFILE=cpu: bank 4000, GLEAN 1000 iterations); the
     # figures are on the held-out fonts' glyphs (clean MATLAB-bicubic x8 LR), runs/glyphs/results.md.
     # Its bank comes from `gleansr bank train` (no download).
-    ModelEntry("glean_glyphs_8x", GLYPHS_8X_CONFIG, WeightsSource("glean_glyphs_8x.safetensors"), "glyphs",
-               "text glyphs, black on white, one character centred, 16x16", False, 24.19, 0.9002,
-               "held-out font designs", "glyphs (A-Z a-z 0-9 &?!@#%$) of Debian's free fonts, held-out designs excluded",
-               "Apache-2.0 (weights trained by gleansr)",
-               TrainingRecipe(8, 1, False, "[-1,1]", None,
-                              settings=(("lr_g", 2e-4), ("lr_d", 2e-4), ("perceptual_weight", 0.0),
-                                        ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16"))),
+    ModelEntry(name="glean_glyphs_8x", config=GLYPHS_8X_CONFIG, weights=WeightsSource("glean_glyphs_8x.safetensors"),
+               domain="glyphs", input_kind="text glyphs, black on white, one character centred, 16x16",
+               face_model=False, psnr=24.19, ssim=0.9002, test_set="held-out font designs",
+               trained_on="glyphs (A-Z a-z 0-9 &?!@#%$) of Debian's free fonts, held-out designs excluded",
+               licence="Apache-2.0 (weights trained by gleansr)",
+               recipe=TrainingRecipe(batch_size=8, processes=1, degradations=False, perceptual_input_range="[-1,1]",
+                                     bank=None,
+                                     settings=(("lr_g", 2e-4), ("lr_d", 2e-4), ("perceptual_weight", 0.0),
+                                               ("gan_weight", 0.0), ("max_iters", 1000), ("precision", "bf16"))),
                bicubic_psnr=16.58, bicubic_ssim=0.6620, bf16_psnr=51.8),
 )
 ZOO: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
@@ -140,6 +175,11 @@ def get_entry(name: str) -> ModelEntry:
     if name not in ZOO:
         raise GleanError(unknown_model_message(name))
     return ZOO[name]
+
+
+def trainable_names() -> list[str]:
+    """The models ``gleansr train <name>`` accepts: those that declare a training recipe."""
+    return [name for name, entry in ZOO.items() if entry.recipe is not None]
 
 
 def face_model_names() -> list[str]:
@@ -197,20 +237,21 @@ def weights_status(entry: ModelEntry, verify: bool = False) -> str:
 WeightsArg = Union[str, "os.PathLike[str]", None]
 
 
-def create_model(name: str, weights: WeightsArg = None, download: bool = False) -> GLEANStyleGANv2:
+def create_model(name: str, weights: WeightsArg = None, download: bool = False,
+                 allow_nonfinite: bool = False) -> GLEANStyleGANv2:
     """The zoo model ``name``: random (``weights=None``, for training), ``"pretrained"`` or from a file.
 
     The weights file is found and read before the network is built; a file for another
-    architecture than the declaration's is refused.
+    architecture than the declaration's, or holding NaN/inf (unless ``allow_nonfinite``), is refused.
     """
     from .loading import load_glean_state, load_state_dict_strict
     from .models.glean import GLEANStyleGANv2, build_uninitialised
 
     entry = get_entry(name)
     if weights is None:
-        return GLEANStyleGANv2(**entry.config.to_dict())
+        return GLEANStyleGANv2.from_config(entry.config)
     path = weights_file(entry, download) if str(weights) == "pretrained" else Path(weights)
-    config, state = load_glean_state(path)
+    config, state = load_glean_state(path, allow_nonfinite)
     if config.to_dict() != entry.config.to_dict():
         raise GleanError(f"{path} holds a GLEAN {config.in_size} -> {config.out_size} with config "
                          f"{config.to_dict()}, not the {name} declared in the zoo ({entry.config.to_dict()})")
@@ -219,17 +260,19 @@ def create_model(name: str, weights: WeightsArg = None, download: bool = False) 
     return model.eval()
 
 
-def load_model(name_or_path: str | os.PathLike[str], download: bool = False) -> GLEANStyleGANv2:
-    """A ready GLEAN from a zoo name (its weights) or any GLEAN file or run folder the loader reads."""
+def load_model(name_or_path: str | os.PathLike[str], download: bool = False,
+               allow_nonfinite: bool = False) -> GLEANStyleGANv2:
+    """A ready GLEAN from a zoo name (its weights) or any GLEAN file or run folder the loader reads;
+    weights holding NaN/inf are refused unless ``allow_nonfinite`` (for forensics)."""
     name = str(name_or_path)
     path = Path(name).expanduser()
     if name not in ZOO and path.exists():
         from .loading import load_glean
 
-        return load_glean(path)
+        return load_glean(path, allow_nonfinite)
     if name not in ZOO and (path.suffix or "/" in name or os.sep in name):
         raise GleanError(f"weights file not found: {path}")
-    return create_model(name, "pretrained", download)  # an unknown name: "did you mean ...?"
+    return create_model(name, "pretrained", download, allow_nonfinite)  # an unknown name: "did you mean ...?"
 
 
 def default_model() -> ModelEntry:

@@ -17,14 +17,13 @@ from PIL import Image
 
 from gleansr.cli import main
 from gleansr.imaging.imresize import imresize
-from gleansr.models import GLEANStyleGANv2
+from gleansr.models import GLEANStyleGANv2, StyleGAN2Discriminator
 from gleansr import zoo
-from gleansr.train import glean
+from gleansr.train import glean, glean_start
 from gleansr.train.config import load_config
 from gleansr.train.distributed import DistInfo
 from gleansr.train.glean_start import batch_note
 from gleansr.loading import read_training_checkpoint
-from gleansr.train.state import build_discriminator
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import TINY_MODEL, cli_args, setup_run, write_config
 
@@ -43,7 +42,8 @@ def _tiny_bank_bytes() -> tuple[bytes, dict, dict]:
     """An MMGeneration-layout StyleGAN2 file matching the tiny GLEAN: bytes, bank state, D state."""
     torch.manual_seed(123)
     bank = GLEANStyleGANv2(**TINY_MODEL).generator.state_dict()
-    disc = build_discriminator(load_config("glean_cat_8x", [f"model.{k}={v}" for k, v in TINY_MODEL.items()]))
+    config = load_config("glean_cat_8x", [f"model.{k}={v}" for k, v in TINY_MODEL.items()])
+    disc = StyleGAN2Discriminator.from_config(config.discriminator_config)
     disc_state = disc.state_dict()
     state = {**{f"generator_ema.{k}": v for k, v in bank.items()},
              **{f"discriminator.{k}": v for k, v in disc_state.items()}}
@@ -115,8 +115,11 @@ def test_offline_the_bank_error_names_url_and_cache_before_any_model_is_built(tm
     assert main(cli_args(files, tmp_path / "run", "--max-iters", "1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     cache = tmp_path / "home" / "weights" / url.rsplit("/", 1)[1]
-    assert err[-1].startswith(f"gleansr: error: cannot download {url} (")
-    assert err[-1].endswith(f"to work offline, fetch {url} yourself and save it as {cache}")
+    assert err[-1].startswith(f"gleansr: error: the pretrained StyleGAN2 of {CAT} (the file its latent bank and "
+                              f"discriminator start from) is missing: cannot download {url} (")
+    assert f"to work offline, fetch {url} yourself and save it as {cache}; " in err[-1]
+    assert err[-1].endswith(f"; {glean_start.BANK_ALTERNATIVES}")
+    assert "a StyleGAN2 file" in glean_start.BANK_ALTERNATIVES and "'random'" in glean_start.BANK_ALTERNATIVES
     assert not (tmp_path / "run" / "last.pt").exists()
 
 

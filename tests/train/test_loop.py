@@ -17,11 +17,10 @@ from gleansr.cli import main
 from gleansr.commands import export as export_command
 from gleansr.imaging.imresize import imresize
 from gleansr.errors import GleanError
-from gleansr.models import GLEANStyleGANv2
+from gleansr.models import GLEANStyleGANv2, StyleGAN2Discriminator
 from gleansr.train import glean
 from gleansr.train.config import load_config
 from gleansr.loading import export_release, read_training_checkpoint
-from gleansr.train.state import build_discriminator
 from train_helpers import one_torch_thread  # noqa: F401 - autouse fixture
 from train_helpers import TINY_MODEL, cli_args, read_metrics, setup_run
 
@@ -76,7 +75,7 @@ def test_bank_file_initialises_bank_and_discriminator(tmp_path):
     files = setup_run(tmp_path)
     torch.manual_seed(123)
     bank = GLEANStyleGANv2(**TINY_MODEL).generator.state_dict()
-    disc = build_discriminator(load_config(files["config"])).state_dict()
+    disc = StyleGAN2Discriminator.from_config(load_config(files["config"]).discriminator_config).state_dict()
     state = {**{f"generator_ema.{k}": v for k, v in bank.items()}, **{f"discriminator.{k}": v for k, v in disc.items()}}
     torch.save({"meta": {}, "state_dict": state}, tmp_path / "stylegan2.pth")
     args = cli_args(files, tmp_path / "run", "--bank", str(tmp_path / "stylegan2.pth"), "--max-iters", "1",
@@ -152,7 +151,8 @@ def test_export_release_and_safetensors_round_trip(trained, tmp_path):
     strict = load_checkpoint(GLEANStyleGANv2(**TINY_MODEL), tmp_path / "glean.pth").eval()
     assert torch.equal(strict(x), expected)
     assert torch.equal(load_glean(tmp_path / "glean.pth")(x), expected)
-    disc = load_checkpoint(build_discriminator(load_config(files["config"])), tmp_path / "glean.pth",
+    d_config = load_config(files["config"]).discriminator_config
+    disc = load_checkpoint(StyleGAN2Discriminator.from_config(d_config), tmp_path / "glean.pth",
                            prefix="discriminator.")
     assert all(torch.equal(disc.state_dict()[k], v) for k, v in state["discriminator"].items())
 
@@ -193,7 +193,7 @@ def test_pixel_only_training_leaves_the_discriminator_alone(tmp_path):
     assert all(r["loss_pix"] > 0 for r in records)
     torch.manual_seed(0)  # the run's seed: the generator is built first, then D
     GLEANStyleGANv2(**TINY_MODEL)
-    initial = build_discriminator(load_config(files["config"])).state_dict()
+    initial = StyleGAN2Discriminator.from_config(load_config(files["config"]).discriminator_config).state_dict()
     saved = read_training_checkpoint(tmp_path / "run" / "last.pt")["discriminator"]
     assert all(torch.equal(saved[k], v) for k, v in initial.items())
 

@@ -61,8 +61,9 @@ def common_overrides(args: argparse.Namespace, config_class: Any, extra: dict[st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, "a preset name (glean_cat_8x, glean_cat_16x, glean_ffhq_16x, "
-                                 "glean_in128out1024_4x2_300k_ffhq_celebahq) or a .json/.toml config; "
+    from ..zoo import trainable_names  # torch-free: --help stays fast
+
+    add_common_arguments(parser, f"a preset name ({', '.join(trainable_names())}) or a .json/.toml config; "
                                  "optional when RUN_DIR holds a checkpoint")
     parser.add_argument("--lr-data", metavar="LR_DIR", type=Path,
                         help="pre-made LR images (same relative names); default: made on the fly (MATLAB "

@@ -52,6 +52,16 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], sourc
             raise CheckpointError(f"{source}: key {k!r} has dtype {state[k].dtype}, expected a floating-point tensor")
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """CheckpointError naming ``source`` and the first tensor holding NaN or infinity: such weights
+    give black or garbage images without any other sign."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "infinite values"
+            raise CheckpointError(f"{source}: tensor {key!r} holds {kind}; refusing non-finite weights "
+                                  "(allow_nonfinite=True, or --allow-nonfinite, loads them for forensics)")
+
+
 def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """Check then copy ``state`` into ``module`` (values cast to the module's dtypes)."""
     check_state_dict(module, state, source)

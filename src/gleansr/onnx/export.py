@@ -40,13 +40,12 @@ from ..errors import GleanError
 from ..hub import file_sha256
 from ..metrics import psnr
 from ..models.glean import GLEANStyleGANv2
-from ..precision import state_dict_sha256
+from ..precision import BF16_MIN_PSNR, state_dict_sha256  # the dB bar: one for every lower precision
 
 OPSET = 18  # onnxruntime >= 1.14, TensorRT 8.6+, OpenVINO 2023+
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 NORMALISATION = "[-1,1] in, raw out, (y+1)/2 clamp"
 NORMALISATION_HELP = "input x = rgb * 2 - 1 (rgb in [0, 1]); output y raw: rgb = clip((y + 1) / 2, 0, 1)"
-MIN_FP16_PSNR = 50.0  # dB against float32, the project's bar for a lower precision
 CHECK_BATCH, CHECK_SEED = 2, 0
 
 
@@ -216,9 +215,9 @@ def export_onnx(source: str | os.PathLike[str] | GLEANStyleGANv2, out: str | os.
     meta = model_metadata(src, precision, opset)
     check_db = _check_against_torch(proto.SerializeToString(), src.model, precision)
     meta["check_psnr_db"] = "inf" if math.isinf(check_db) else f"{check_db:.2f}"
-    if precision != "fp32" and check_db < MIN_FP16_PSNR:
+    if precision != "fp32" and check_db < BF16_MIN_PSNR:
         warnings.warn(f"{src.name} in {precision} is {check_db:.1f} dB from float32 on the check input "
-                      f"(below {MIN_FP16_PSNR:.0f} dB); prefer fp32", stacklevel=2)
+                      f"(below {BF16_MIN_PSNR:.0f} dB); prefer fp32", stacklevel=2)
     proto.producer_name, proto.producer_version = "gleansr", __version__
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto, full_check=True)

@@ -23,7 +23,7 @@ from ..arch import DiscriminatorConfig
 from ..errors import GleanError
 from ..glean_config import GLEANConfig
 from ..precision import PRECISIONS
-from ..zoo import ZOO, get_entry, unknown_model_message
+from ..zoo import ZOO, get_entry, trainable_names, unknown_model_message
 from .distributed import default_num_workers
 from .overrides import Values, flatten, parse_overrides, read_config_file, with_overrides
 
@@ -224,7 +224,7 @@ def preset_config(name: str) -> TrainConfig:
 
 def preset_names() -> tuple[str, ...]:
     """The zoo models that can be trained by name (those that declare a recipe)."""
-    return tuple(name for name, entry in ZOO.items() if entry.recipe is not None)
+    return tuple(trainable_names())
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
