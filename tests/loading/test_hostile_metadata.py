@@ -132,3 +132,13 @@ def test_train_init_refuses_forged_and_non_finite_weights(forged, tmp_path):
         line = _one_line_error(done, forged[name])
         assert "--init" in line or "gleansr_config" in line or "holds NaN" in line
         assert not (out / "last.pt").exists()
+
+
+def test_demo_refuses_non_finite_weights_unless_allowed(forged, tmp_path):
+    refused = _cli("demo", "--weights", str(forged["nan_weights"]), "-o", str(tmp_path / "a"), "--device", "cpu",
+                   cwd=tmp_path)
+    assert "holds NaN" in _one_line_error(refused, forged["nan_weights"])
+    allowed = _cli("demo", "--weights", str(forged["nan_weights"]), "-o", str(tmp_path / "b"), "--device", "cpu",
+                   "--allow-nonfinite", cwd=tmp_path)
+    assert allowed.returncode == 0 and "holds NaN" not in allowed.stderr, allowed.stderr
+    assert any((tmp_path / "b").iterdir())

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .train import add_allow_nonfinite
+
 NAME = "demo"
 HELP = "super-resolve the bundled sample glyphs with the bundled model and compare with bicubic"
 
@@ -35,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", metavar="NAME", help="a bundled model (default: the installed one)")
     src.add_argument("--weights", metavar="PATH", help="any GLEAN checkpoint whose sizes fit the samples")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    add_allow_nonfinite(p)
     p.add_argument("--overwrite", action="store_true", help="also replace files of the same names that the demo did not write")
 
 
@@ -54,9 +57,9 @@ def _model(args: argparse.Namespace):
     from ..zoo import default_model, load_model
 
     if args.weights:
-        return load_glean(args.weights), str(args.weights)
+        return load_glean(args.weights, args.allow_nonfinite), str(args.weights)
     name = args.model or default_model().name
-    return load_model(name), name
+    return load_model(name, allow_nonfinite=args.allow_nonfinite), name
 
 
 def comparison(lr: np.ndarray, upscaled: list[np.ndarray], labels: list[str]) -> np.ndarray:

@@ -30,6 +30,13 @@ COMMON_SHORTHANDS = (
 )
 
 
+def add_allow_nonfinite(parser: argparse.ArgumentParser) -> None:
+    """``--allow-nonfinite``: the one escape from the loader's refusal of NaN/inf weights."""
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load weights holding NaN or infinite values anyway (forensics; they are refused "
+                             "otherwise)")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """The arguments ``gleansr train`` and ``gleansr bank train`` share."""
     parser.add_argument("config", metavar="CONFIG", nargs="?", help=config_help)
@@ -80,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune: start the generator, its bank included, from a zoo model or any GLEAN "
                              "file (release, export, safetensors, run folder; same architecture), with the "
                              "fine-tune learning rate and warm-up unless --set gives them; shorthand for --set init=...")
+    add_allow_nonfinite(parser)  # for --init
     parser.add_argument("--vgg", metavar="PATH",
                         help="torchvision VGG16 weights (vgg16-397923af.pth) for the perceptual loss; "
                              "default: the cached copy, downloaded if missing")
@@ -97,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
     paths = RunPaths(data=args.data, out=args.out, lr_data=args.lr_data, val_data=args.val_data,
                      val_lr_data=args.val_lr_data, vgg=args.vgg)
     result = train(config, paths, overrides=overrides, resume=args.resume, device=args.device,
-                   progress=not args.quiet)
+                   progress=not args.quiet, allow_nonfinite=args.allow_nonfinite)
     return 128 + int(result.stopped_by) if result.stopped_by else 0

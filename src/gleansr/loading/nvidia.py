@@ -22,7 +22,7 @@ Conventions that differ from ours, all handled by the key tables below:
 - ``conv_clamp`` (±256 clamping of activations, an fp16 overflow guard in ADA training) has
   no counterpart here and is dropped: outputs agree wherever no activation reaches it;
 - ``mapping.w_avg`` (the tracked mean w) is dropped: truncation uses
-  :func:`gleansr.bank.sample.truncation_centre`;
+  :func:`gleansr.train.bank_samples.truncation_centre`;
 - z is normalised as ``z * rsqrt(mean(z^2) + 1e-8)`` there and ``z / (rms(z) + 1e-6)`` here,
   which moves w by about 1e-6 relative; the synthesis from a given w is the same function.
 

@@ -216,7 +216,8 @@ class StyleGAN2Generator(nn.Module):
         ws = styles if input_is_latent else [self.mapping(s) for s in styles]
         if truncation < 1.0:
             if truncation_latent is None:
-                raise ValueError("truncation < 1 needs truncation_latent (see gleansr.bank.sample.truncation_centre)")
+                raise ValueError("truncation < 1 needs truncation_latent "
+                                 "(see gleansr.train.bank_samples.truncation_centre)")
             ws = [truncation_latent + truncation * (w - truncation_latent) for w in ws]
         if len(ws) == 1:
             latent = ws[0].unsqueeze(1).expand(-1, self.num_latents, -1) if ws[0].ndim == 2 else ws[0]

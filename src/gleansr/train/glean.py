@@ -141,14 +141,14 @@ def _discriminator_step(nets: Nets, config: TrainConfig, reals: list[torch.Tenso
 
 
 def build_nets(config: TrainConfig, info: DistInfo, bank: Path | None, vgg: Path | None, fresh: bool,
-               init: Path | None = None) -> Nets:
+               init: Path | None = None, allow_nonfinite: bool = False) -> Nets:
     """Networks (initial weights on a fresh run), optimizers, scalers, DDP wrappers."""
     dev = info.device
     generator = GLEANStyleGANv2.from_config(config.model)
     generator.fusion_skip.requires_grad_(False)  # see the module docstring
     discriminator = StyleGAN2Discriminator.from_config(config.discriminator_config)
     if fresh:
-        glean_start.initialise(generator, discriminator, config, bank, init)
+        glean_start.initialise(generator, discriminator, config, bank, init, allow_nonfinite)
     generator.to(dev).train()
     discriminator.to(dev).train()
     perceptual = None
@@ -171,8 +171,8 @@ class GleanRecipe:
 
     kind, loss_names = KIND, LOSS_NAMES
 
-    def __init__(self, config: TrainConfig, paths: RunPaths, notes: list[str]) -> None:
-        self.config, self.paths, self.notes = config, paths, notes
+    def __init__(self, config: TrainConfig, paths: RunPaths, notes: list[str], allow_nonfinite: bool = False) -> None:
+        self.config, self.paths, self.notes, self.allow_nonfinite = config, paths, notes, allow_nonfinite
         self.images_per_step = config.batch_size * config.accumulate
         self.val_set: Dataset | None = None
         self.files: tuple[Path | None, Path | None, Path | None] = (None, None, None)
@@ -196,7 +196,7 @@ class GleanRecipe:
     def build(self, info: DistInfo, fresh: bool) -> None:
         self.info = info
         bank, vgg, init = self.files
-        self.nets = build_nets(self.config, info, bank, vgg, fresh, init)
+        self.nets = build_nets(self.config, info, bank, vgg, fresh, init, self.allow_nonfinite)
 
     def load_state(self, state: Mapping[str, Any], source: str) -> None:
         STATE.load(self.nets, state, source)
@@ -253,7 +253,8 @@ def resolve_config(config: TrainConfig | None, paths: RunPaths, overrides: Mappi
 
 
 def train(config: TrainConfig | None, paths: RunPaths, *, overrides: Mapping[str, str] | None = None,
-          resume: bool = False, device: str = "auto", progress: bool = True) -> RunResult:
+          resume: bool = False, device: str = "auto", progress: bool = True,
+          allow_nonfinite: bool = False) -> RunResult:
     """Train (or continue training) a GLEAN model into ``paths.out``.
 
     A run folder holding a checkpoint is always continued (``resume=True`` makes a missing
@@ -262,6 +263,6 @@ def train(config: TrainConfig | None, paths: RunPaths, *, overrides: Mapping[str
     """
     def make(saved: Mapping[str, Any] | None, source: str) -> GleanRecipe:
         resolved, notes = resolve_config(config, paths, overrides or {}, saved, source)
-        return GleanRecipe(resolved, paths, notes)
+        return GleanRecipe(resolved, paths, notes, allow_nonfinite)
 
     return run_training(KIND, make, paths.out, device=device, resume=resume, progress=progress)

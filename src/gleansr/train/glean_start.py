@@ -136,13 +136,14 @@ def _load_bank(generator: GLEANStyleGANv2, bank: Path) -> tuple[dict[str, torch.
 
 
 def initialise(generator: GLEANStyleGANv2, discriminator: torch.nn.Module, config: TrainConfig,
-               bank: Path | None, init: Path | None) -> None:
+               bank: Path | None, init: Path | None, allow_nonfinite: bool = False) -> None:
     """Fresh run: the generator from ``init``, then the bank (and D) from ``bank``; a random bank
-    asked for by name stays random (the init file's bank is not used then)."""
+    asked for by name stays random (the init file's bank is not used then). NaN/inf weights are
+    refused unless ``allow_nonfinite``."""
     random_bank = {k: v.clone() for k, v in generator.generator.state_dict().items()} if (
         init is not None and config.bank_source.choice is BankChoice.RANDOM) else None
     if init is not None:
-        start = load_glean(init)
+        start = load_glean(init, allow_nonfinite)
         if start.config != config.model:
             raise GleanError(f"--init {config.init}: its generator is {start.config.in_size} -> "
                              f"{start.config.out_size} {start.config.to_dict()}, this run's model is "
