@@ -80,8 +80,8 @@ def _check_widths(table: Mapping[int, int], sizes: range | list[int]) -> None:
         raise ArchError(f"channel_multiplier leaves no channels at {thin[0]} px")
 
 
-def _from_dict(cls: type, data: Any, what: str) -> dict[str, Any]:
-    """``data`` as keyword arguments of ``cls``: a mapping with known keys only."""
+def known_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` (from a file) as keyword arguments of dataclass ``cls``: a mapping with known keys only."""
     if not isinstance(data, Mapping):
         raise ArchError(f"{what} must be a table of fields, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
@@ -91,7 +91,8 @@ def _from_dict(cls: type, data: Any, what: str) -> dict[str, Any]:
     return dict(data)
 
 
-def _conv(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
+def conv_size(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
+    """Values of a ``k`` x ``k`` convolution's weight (and bias)."""
     return c_in * c_out * k * k + (c_out if bias else 0)
 
 
@@ -162,7 +163,7 @@ class StyleGAN2Config:
 
     @classmethod
     def from_dict(cls, data: Any) -> "StyleGAN2Config":
-        return cls(**_from_dict(cls, data, "StyleGAN2 generator config"))
+        return cls(**known_fields(cls, data, "StyleGAN2 generator config"))
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> "StyleGAN2Config":
@@ -214,11 +215,11 @@ class DiscriminatorConfig:
 
     def parameter_count(self) -> int:
         ch, log_size = self.channels, self.in_size.bit_length() - 1
-        total = _conv(3, ch[self.in_size], 1)
+        total = conv_size(3, ch[self.in_size], 1)
         for i in range(log_size, 2, -1):
             c_in, c_out = ch[2**i], ch[2 ** (i - 1)]
-            total += _conv(c_in, c_in, 3) + _conv(c_in, c_out, 3) + _conv(c_in, c_out, 1, bias=False)
-        total += _conv(ch[4] + self.mbstd_channel_groups, ch[4], 3)
+            total += conv_size(c_in, c_in, 3) + conv_size(c_in, c_out, 3) + conv_size(c_in, c_out, 1, bias=False)
+        total += conv_size(ch[4] + self.mbstd_channel_groups, ch[4], 3)
         return total + 16 * ch[4] * ch[4] + ch[4] + ch[4] + 1
 
     def state_size(self) -> int:
@@ -239,7 +240,7 @@ class DiscriminatorConfig:
             if not isinstance(mbstd, Mapping) or set(mbstd) - {"group_size", "channel_groups"}:
                 raise ArchError(f"mbstd_cfg must be a table of group_size and channel_groups, got {mbstd!r}")
             fields.update({f"mbstd_{k}": v for k, v in mbstd.items()})
-        return cls(**_from_dict(cls, fields, "StyleGAN2 discriminator config"))
+        return cls(**known_fields(cls, fields, "StyleGAN2 discriminator config"))
 
     @classmethod
     def matching(cls, generator: StyleGAN2Config, mbstd_group_size: int = 4) -> "DiscriminatorConfig":

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .arch import (RRDB_GROWTH, DiscriminatorConfig, StyleGAN2Config, _conv, _from_dict, check_int, check_number,
-                   check_taps)
+from .arch import (RRDB_GROWTH, DiscriminatorConfig, StyleGAN2Config, check_int, check_number, check_taps,
+                   conv_size, known_fields)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +46,7 @@ class GLEANConfig:
         object.__setattr__(self, "blur_kernel", check_taps(self.blur_kernel))
         object.__setattr__(self, "channel_multiplier",
                            check_number("channel_multiplier", self.channel_multiplier, 0, 64))
-        self.bank  # validates the bank's fields
+        _ = self.bank  # building the bank's config validates its fields
 
     @property
     def scale(self) -> int:
@@ -66,23 +66,23 @@ class GLEANConfig:
     def parameter_count(self) -> int:
         """Trainable and frozen parameters of the generator, computed without building it."""
         ch, bank, r = self.bank.channels, self.bank, self.rrdb_channels
-        dense = sum(_conv(r + i * RRDB_GROWTH, r if i == 4 else RRDB_GROWTH, 3) for i in range(5))
-        total = _conv(self.img_channels, r, 3) + 3 * dense * self.num_rrdbs + _conv(r, r, 3)
-        total += _conv(r, ch[self.in_size], 3)
+        dense = sum(conv_size(r + i * RRDB_GROWTH, r if i == 4 else RRDB_GROWTH, 3) for i in range(5))
+        total = conv_size(self.img_channels, r, 3) + 3 * dense * self.num_rrdbs + conv_size(r, r, 3)
+        total += conv_size(r, ch[self.in_size], 3)
         encoder_res = [2**i for i in range(self.in_size.bit_length() - 1, 1, -1)]
         for res in encoder_res:
             c = ch[res]
             if res > 4:
-                total += _conv(c, ch[res // 2], 3) + _conv(ch[res // 2], ch[res // 2], 3)
+                total += conv_size(c, ch[res // 2], 3) + conv_size(ch[res // 2], ch[res // 2], 3)
             else:
-                total += _conv(c, c, 3) + 16 * c * bank.num_latents * bank.style_channels
+                total += conv_size(c, c, 3) + 16 * c * bank.num_latents * bank.style_channels
                 total += bank.num_latents * bank.style_channels
-            total += _conv(2 * c, c, 3) + _conv(c + 3, 3, 3)  # fusion_out, fusion_skip
+            total += conv_size(2 * c, c, 3) + conv_size(c + 3, 3, 3)  # fusion_out, fusion_skip
         res = self.in_size
         while res < self.out_size:
-            total += _conv(ch[res] if res == self.in_size else 2 * ch[res], 4 * ch[res * 2], 3)
+            total += conv_size(ch[res] if res == self.in_size else 2 * ch[res], 4 * ch[res * 2], 3)
             res *= 2
-        total += _conv(2 * ch[self.out_size], 64, 3) + _conv(64, self.img_channels, 3)
+        total += conv_size(2 * ch[self.out_size], 64, 3) + conv_size(64, self.img_channels, 3)
         return total + bank.parameter_count()
 
     def state_size(self) -> int:
@@ -95,4 +95,4 @@ class GLEANConfig:
     @classmethod
     def from_dict(cls, d: Any) -> "GLEANConfig":
         """From ``to_dict()``; unknown keys, wrong types and impossible sizes are ValueErrors."""
-        return cls(**_from_dict(cls, d, "GLEAN config"))
+        return cls(**known_fields(cls, d, "GLEAN config"))

@@ -7,7 +7,6 @@ import argparse
 import subprocess
 import sys
 import typing
-from pathlib import Path
 
 import pytest
 import torch

@@ -90,6 +90,8 @@ def _from_training(path: Path, obj: Mapping[str, Any]) -> Loaded:
         check_sizes(weights.generator, config.state_size(), f"{path} (generator_ema)")
         return Loaded(path, "training-checkpoint", "gleansr-run", config, weights, iteration)
     config = checked(lambda: GLEANConfig.from_dict(saved["model"]), f"{path}: invalid model config")
+    if not isinstance(obj.get("generator"), Mapping):
+        raise CheckpointError(f"{path}: training checkpoint without generator weights")
     check_sizes(obj["generator"], config.state_size(), f"{path}: model config")
     return Loaded(path, "training-checkpoint", "gleansr-run", config, obj["generator"], iteration)
 

@@ -96,7 +96,7 @@ class BankConfig:
 
     def __post_init__(self) -> None:
         check_int("size", self.size, 8, MAX_SIZE, power_of_two=True)
-        self.discriminator  # validates both networks' architecture
+        _ = self.discriminator  # building it validates both networks' architecture
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         group = min(self.batch_size, self.mbstd_group_size)
