@@ -142,3 +142,22 @@ def test_demo_refuses_non_finite_weights_unless_allowed(forged, tmp_path):
                    "--allow-nonfinite", cwd=tmp_path)
     assert allowed.returncode == 0 and "holds NaN" not in allowed.stderr, allowed.stderr
     assert any((tmp_path / "b").iterdir())
+
+
+@pytest.mark.parametrize("forge", [
+    {"out_size": 8192}, {"style_channels": 4096}, {"num_mlps": "2"}, {"blur_kernel": [0, 0]}, {"evil": 1},
+])
+def test_forged_bank_metadata_is_one_line(tmp_path, forge):
+    from gleansr.arch import StyleGAN2Config
+    from gleansr.loading import BankWeights, export_bank, load_bank
+    from gleansr.models.stylegan2 import StyleGAN2Generator
+
+    config = StyleGAN2Config(out_size=16, style_channels=8, num_mlps=2, channel_max=8)
+    path = export_bank(BankWeights(StyleGAN2Generator.from_config(config).state_dict(), config),
+                       tmp_path / "bank.safetensors")[0]
+    with safe_open(str(path), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    save_file(tensors, str(path), metadata={**meta, "gleansr_config": json.dumps({**config.to_dict(), **forge})})
+    with pytest.raises(GleanError) as caught:
+        load_bank(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
