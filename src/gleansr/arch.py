@@ -168,6 +168,8 @@ class StyleGAN2Config:
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> "StyleGAN2Config":
         """The generator of a bank training run's config: its ``size`` and the StyleGAN2 fields it sets."""
+        if "size" not in config:
+            raise ArchError("a bank run's config must give its image size ('size')")
         names = {f.name for f in dataclasses.fields(cls)} - {"out_size"}
         return cls(out_size=config["size"], **{k: config[k] for k in names if k in config})
 

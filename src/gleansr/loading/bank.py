@@ -18,6 +18,7 @@ networks strictly.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -191,7 +192,7 @@ def check_bank_fits(glean: GLEANStyleGANv2, cfg: StyleGAN2Config, path: str | os
     """One line naming both architectures when a bank cannot be GLEAN's latent bank (the shapes must
     agree; ``lr_mlp`` and the blur taps' values do not change them)."""
     want = glean.config.bank
-    if {**cfg.to_dict(), "lr_mlp": 0, "blur_kernel": 0} != {**want.to_dict(), "lr_mlp": 0, "blur_kernel": 0}:
+    if dataclasses.replace(cfg, lr_mlp=want.lr_mlp, blur_kernel=want.blur_kernel) != want:
         raise CheckpointError(f"{path}: the bank in this file is {cfg.describe()}; this GLEAN "
                               f"({glean.config.in_size} -> {glean.config.out_size}) needs a bank of {want.describe()}")
 
