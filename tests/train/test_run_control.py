@@ -93,7 +93,7 @@ def test_both_training_commands_take_the_same_common_flags_and_typed_set(tmp_pat
               "--log-every", "--seed", "--precision", "--device", "--resume", "--quiet"}
     assert _options(bank_train) == common
     assert _options(glean_parser) - common == {"--lr-data", "--val-data", "--val-lr-data", "--val-every", "--bank",
-                                               "--init", "--vgg"}
+                                               "--init", "--vgg", "--allow-nonfinite"}
     data = write_images(tmp_path / "images", 2, seed=1)
     for command, needed in ((["train", "glean_cat_8x"], []), (["bank", "train"], ["size=32"])):
         assert main([*command, "--data", str(data), "--out", str(tmp_path / "run"), "--set", "max_iter=3"]) == 2
