@@ -118,8 +118,9 @@ def test_offline_the_bank_error_names_url_and_cache_before_any_model_is_built(tm
     assert err[-1].startswith(f"gleansr: error: the pretrained StyleGAN2 of {CAT} (the file its latent bank and "
                               f"discriminator start from) is missing: cannot download {url} (")
     assert f"to work offline, fetch {url} yourself and save it as {cache}; " in err[-1]
-    assert err[-1].endswith(f"; {glean_start.BANK_ALTERNATIVES}")
-    assert "a StyleGAN2 file" in glean_start.BANK_ALTERNATIVES and "'random'" in glean_start.BANK_ALTERNATIVES
+    assert err[-1].endswith(f"; instead, --bank takes {glean_start.BANK_FILES} or 'random' (random bank and "
+                            "discriminator: not GLEAN's recipe)")
+    assert glean_start.BANK_FILES.startswith("a StyleGAN2 file (MMGeneration .pth")
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
