@@ -161,3 +161,12 @@ def test_forged_bank_metadata_is_one_line(tmp_path, forge):
     with pytest.raises(GleanError) as caught:
         load_bank(path)
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_finite_weights_whose_sum_overflows_are_accepted_and_inf_is_named():
+    from gleansr.loading.strict import check_finite
+
+    big = torch.full((4,), 60000.0, dtype=torch.float16)  # sums past float16's range, every value finite
+    check_finite({"w": big, "steps": torch.tensor(3)}, "f.pt")
+    with pytest.raises(GleanError, match=r"f.pt: tensor 'w' holds infinite values"):
+        check_finite({"ok": big, "w": torch.tensor([1.0, float("-inf")])}, "f.pt")
