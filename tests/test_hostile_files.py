@@ -29,11 +29,12 @@ from gleansr.atomic import atomic_path, atomic_torch_save, atomic_write_bytes, r
 from gleansr.cli import main
 from gleansr.errors import GleanError, OutputError, describe_os_error
 from gleansr.loading import save_safetensors
+from gleansr.models import StyleGAN2Discriminator
 from gleansr.models.glean import GLEANConfig, GLEANStyleGANv2
 from gleansr.pipeline.files import gather_inputs, output_path
 from gleansr.train.config import TrainConfig
 from gleansr.train.overrides import with_overrides
-from gleansr.train.state import build_discriminator, save_training_checkpoint
+from gleansr.train.state import save_training_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent / "train"))
 from train_helpers import cli_args, one_torch_thread, setup_run  # noqa: E402,F401 (an autouse fixture)
@@ -123,9 +124,9 @@ def run_folder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     glean = GLEANStyleGANv2(**TINY_GLEAN)
     config = TrainConfig(model=glean.config, batch_size=2)
+    discriminator = StyleGAN2Discriminator.from_config(config.discriminator_config)
     save_training_checkpoint(folder, {"kind": "glean", "iteration": 3, "generator": glean.state_dict(),
-                                      "discriminator": build_discriminator(config).state_dict(),
-                                      "config": config.to_dict()})
+                                      "discriminator": discriminator.state_dict(), "config": config.to_dict()})
     return folder
 
 
