@@ -72,7 +72,8 @@ def compare_models(hr_root: Path, models: dict[str, Path], limit: int | None, de
     files = list_images(hr_root)
     if limit is not None and limit < len(files):
         files = [files[i * len(files) // limit] for i in range(limit)]
-    upscalers = {name: Upscaler(load_glean(path), device=device) for name, path in models.items()}
+    # exact float32: evaluation figures must not depend on the CPU precision "auto" would pick
+    upscalers = {name: Upscaler(load_glean(path), device=device, precision="fp32") for name, path in models.items()}
     sizes = {(u.in_size, u.out_size) for u in upscalers.values()}
     if len(sizes) != 1:
         raise SystemExit(f"the models differ in size: {sorted(sizes)}")

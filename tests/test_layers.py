@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gleansr"
 
 # ARCHITECTURE.md's table, lowest first: module path prefixes (relative to the package) per layer.
 LAYERS = [
-    ("base", ["errors", "atomic", "glean_config", "arch", "hardware", "tuning"]),
+    ("base", ["errors", "atomic", "glean_config", "arch", "hardware", "tuning", "parity"]),
     ("ops", ["ops"]),
     ("models", ["models"]),
     ("loading", ["loading"]),

@@ -34,14 +34,17 @@ def _origin(repo: Path) -> Path | None:
 
 def shared_candidates(repo: Path | None = None) -> list[Path]:
     """The ``shared/`` folders looked at, in order: $GLEANSR_SHARED; ``shared/`` beside the checkout
-    (``repo``, default :func:`checkout`); beside the repository it was cloned from; ``../shared``."""
+    (``repo``, default :func:`checkout`); beside the repositories it was cloned from (up to three
+    clones back); ``../shared``."""
     if os.environ.get("GLEANSR_SHARED"):
         return [Path(os.environ["GLEANSR_SHARED"])]
     repo = checkout() if repo is None else repo
     found = [repo.parent / "shared"]
-    origin = _origin(repo)
-    if origin is not None:
-        found.append(origin.parent / "shared")
+    for _ in range(3):  # a clone of a clone (a CI checkout of a scratch clone) still finds it
+        repo = _origin(repo)
+        if repo is None:
+            break
+        found.append(repo.parent / "shared")
     found.append(Path.cwd().parent / "shared")
     return list(dict.fromkeys(found))
 

@@ -264,6 +264,10 @@ class _Run:
             size = upright_size(item.path)
         except Exception:  # noqa: BLE001 - load_image reports it with the one reader's wording
             return False
+        too_many = self.limits.refusal(str(item.path), *size)
+        if too_many:  # the decode limit first: it is what would stop this file anywhere
+            self.report(item, None, Status.REFUSED, "too_many_pixels", too_many, started)
+            return True
         verdict = self.upscaler.check(size, name=str(item.path))
         if not verdict.ok:
             self.report(item, None, Status.REFUSED, verdict.code, verdict.sentence, started)

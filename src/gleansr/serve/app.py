@@ -167,6 +167,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_request, exc: ApiError):
         return _error_response(exc)
 
+    @app.exception_handler(Exception)
+    async def on_unexpected(request, exc: Exception):
+        """Whatever escaped the routes is still one JSON sentence: the machine short of memory (or of
+        threads, which is the same under an address-space limit) is 503, anything else 500."""
+        if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "new thread" in str(exc)):
+            log.warning("%s %s: out of memory (%s)", request.method, request.url.path, type(exc).__name__)
+            return _error_response(api_error("out_of_memory", "the server ran out of memory on this request; retry "
+                                             "in a moment", {"Retry-After": str(app.state.config.retry_after_s)}))
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_response(api_error("internal_error", "the server failed on this request; its log has the details"))
+
     @app.exception_handler(HTTPException)
     async def on_http_error(request, exc: HTTPException):
         if exc.status_code == 404:

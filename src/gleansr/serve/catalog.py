@@ -72,6 +72,6 @@ def facts(info: ModelInfo):
 def precisions() -> tuple[str, ...]:
     """The precisions a request may ask for (the project's one precision table; ``auto``: the
     loaded model's calibrated choice)."""
-    from ..precision import CHOICES
+    from ..precision import AUTO, PRECISIONS
 
-    return tuple(CHOICES)
+    return (*PRECISIONS, AUTO)  # exact fp32 first: what the page offers before anything is chosen
