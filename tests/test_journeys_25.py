@@ -135,15 +135,10 @@ def _bank_file(folder: Path) -> Path:
     from gleansr.train.config import load_config
 
     model = load_config(EXAMPLE_CONFIG).model
-    generator_kwargs = model.bank_kwargs()
-    disc_kwargs = dict(in_size=model.out_size, channel_multiplier=model.channel_multiplier,
-                       blur_kernel=list(model.blur_kernel), mbstd_cfg={"group_size": 4, "channel_groups": 1},
-                       channel_max=model.channel_max)
+    bank, disc = model.bank, model.discriminator()
     torch.manual_seed(0)
-    generator = StyleGAN2Generator(**generator_kwargs)
-    return export_bank_run(folder, 0, generator, generator, StyleGAN2Discriminator(**disc_kwargs), generator_kwargs,
-                           disc_kwargs)
-
+    generator = StyleGAN2Generator.from_config(bank)
+    return export_bank_run(folder, 0, generator, generator, StyleGAN2Discriminator.from_config(disc), bank, disc)
 
 def test_25_3_the_example_config_trains_offline_and_the_vgg_error_names_both_ways(tmp_path):
     glyph_folder(tmp_path / "g")
