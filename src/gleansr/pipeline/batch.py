@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import GleanError, ImageError, OutOfMemory, describe_os_error
 from .files import InputFile, check_outputs, drop_own_outputs, gather_inputs, output_path, shard
-from .images import LoadedImage, load_image, save_image, save_loaded, upright_size
+from .images import LoadedImage, load_image, save_image, save_loaded
 from .limits import DEFAULT_LIMITS, Limits, TooManyPixels
 from .policy import Refusal, Status
 
@@ -222,13 +222,14 @@ class _Run:
             out = next(iter(early))  # known without decoding: reruns over large folders stay cheap
             self.report(item, out, Status.SKIPPED, "output_exists", f"{out} exists (use --overwrite)", started)
             return
-        if not self.faces and self.refused_by_header(item, started):
-            return
-        try:
-            image = load_image(item.path, self.limits)
+        try:  # the decode limits, then the size rule (not for whole photos), from the header: no decode
+            image = load_image(item.path, self.limits, None if self.faces else self.refuse_early(item))
             out = self.naming.target(item, image)
-        except TooManyPixels as exc:  # judged from the header: a refusal, like the size rule
+        except TooManyPixels as exc:
             self.report(item, None, Status.REFUSED, "too_many_pixels", str(exc), started)
+            return
+        except Refusal as exc:
+            self.report(item, None, Status.REFUSED, exc.code, exc.sentence, started)
             return
         except OutOfMemory as exc:
             self.report(item, None, Status.FAILED, "out_of_memory", str(exc), started)
@@ -257,21 +258,9 @@ class _Run:
         if len(self.batch) >= self.batch_size:
             self.flush()
 
-    def refused_by_header(self, item: InputFile, started: float) -> bool:
-        """Ask the size rule from the file's header, before decoding: a refused 4096x4096 costs no
-        decode. Unreadable headers are left to the decoder, which says what is wrong."""
-        try:
-            size = upright_size(item.path)
-        except Exception:  # noqa: BLE001 - load_image reports it with the one reader's wording
-            return False
-        too_many = self.limits.refusal(str(item.path), *size)
-        if too_many:  # the decode limit first: it is what would stop this file anywhere
-            self.report(item, None, Status.REFUSED, "too_many_pixels", too_many, started)
-            return True
-        verdict = self.upscaler.check(size, name=str(item.path))
-        if not verdict.ok:
-            self.report(item, None, Status.REFUSED, verdict.code, verdict.sentence, started)
-        return not verdict.ok
+    def refuse_early(self, item: InputFile) -> Callable[[int, int], None]:
+        """The size rule on the header's size, raising its Refusal: a refused 4096x4096 costs no decode."""
+        return lambda width, height: self.upscaler.check((width, height), name=str(item.path)).refuse()
 
     def flush(self) -> None:
         """Run the queued inputs through the model and write each result."""

@@ -21,7 +21,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, features
@@ -262,7 +262,8 @@ def looks_like_image(data: bytes) -> bool:
     return False
 
 
-def load_image(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> LoadedImage:
+def load_image(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
+               before_decoding: Callable[[int, int], None] | None = None) -> LoadedImage:
     """Read any image Pillow decodes (first frame of animations) into a LoadedImage.
 
     Raises ImageError naming the file if it is missing, empty, not an image, truncated, corrupt,
@@ -270,6 +271,8 @@ def load_image(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) ->
     the header before anything is decoded) or than Pillow's decompression-bomb limit
     (``PIL.Image.MAX_IMAGE_PIXELS``); :class:`~gleansr.errors.OutOfMemory` if decoding runs out of
     memory. At most ``limits.max_decodes`` large decodes run at once in this process.
+    ``before_decoding(width, height)`` gets the upright size from the header once the limits
+    pass and may raise to refuse the image before its decode (the input policy, asked early).
     """
     path = Path(path)
     with _reading(path):
@@ -277,6 +280,8 @@ def load_image(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) ->
             raise ImageError(f"cannot read image {path}: the file is empty")
         width, height = header_size(path)
         limits.check(str(path), width, height)
+        if before_decoding is not None:
+            before_decoding(*upright_size(path))
         with decode_slot(limits, width * height), memory_guard(f"decode {path}"), Image.open(path) as im:
             return _read(im, path)
 

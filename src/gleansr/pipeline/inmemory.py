@@ -45,6 +45,15 @@ def to_loaded(image) -> LoadedImage:
                        mode=f"array{c}", format=None)
 
 
+def to_planes(image: LoadedImage) -> np.ndarray:
+    """The image as one float32 (H, W, C) array in [0, 1], C = 1|2 grey(+alpha), 3|4 RGB(+alpha): the
+    layout :func:`to_loaded` reads back."""
+    planes = [image.rgb[..., :1] if image.grayscale else image.rgb]
+    if image.alpha is not None:
+        planes.append(image.alpha[..., None])
+    return np.concatenate(planes, axis=2)
+
+
 def from_loaded(result: LoadedImage, like):
     """``result`` as the kind of object the caller passed in: a PIL image for PIL images and
     paths (16-bit only for grayscale, as Pillow holds colour in 8 bits), else a numpy array of
@@ -53,10 +62,7 @@ def from_loaded(result: LoadedImage, like):
 
     if isinstance(like, LoadedImage):
         return result
-    planes = [result.rgb[..., :1] if result.grayscale else result.rgb]
-    if result.alpha is not None:
-        planes.append(result.alpha[..., None])
-    f = np.concatenate(planes, axis=2)
+    f = to_planes(result)
     if isinstance(like, (Image.Image, str, os.PathLike)):
         if f.shape[2] == 1 and result.bit_depth == 16:
             return Image.fromarray(quantize(f[..., 0], 16))

@@ -18,6 +18,7 @@ parallel. Importing this module does not import torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass, field
@@ -163,8 +164,7 @@ class Upscaler:
             rgb = quantize(imresize(rgb, output_shape=size), image.bit_depth) / np.float32((1 << image.bit_depth) - 1)
             if alpha is not None:
                 alpha = np.clip(imresize(alpha, output_shape=size), 0, 1)
-        small = LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, image.bit_depth, image.grayscale,
-                            image.mode, image.format, image.icc_profile, image.exif)
+        small = dataclasses.replace(image, rgb=np.ascontiguousarray(rgb, dtype=np.float32), alpha=alpha)
         return Prepared(small, verdict, adjustments(width, height, verdict, self.in_size))
 
     # -- running the model ----------------------------------------------------------------
@@ -205,7 +205,7 @@ class Upscaler:
     def face_enhancer(self, **options):
         """A :class:`~gleansr.pipeline.faces.FaceEnhancer` whose face model is this upscaler;
         ``options`` go to FaceEnhancer. :class:`~.policy.Refusal` unless this is a face model."""
-        face_model_verdict(self.facts, vouched=self.face_model).refuse()
+        face_model_verdict(self.facts).refuse()  # facts carry face_model: the zoo's, or the caller's word
         from .faces import FaceEnhancer
 
         return FaceEnhancer(self.sr_arrays, self.in_size, self.out_size, **options)

@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import ImageError, OutOfMemory
-from ..pipeline.images import LoadedImage, encode_image, load_image, looks_like_image, upright_size
+from ..pipeline.images import LoadedImage, encode_image, load_image, looks_like_image, quantize
+from ..pipeline.inmemory import to_loaded, to_planes
 from ..pipeline.limits import Limits, TooManyPixels, decode_slot, memory_guard
 from .catalog import ModelInfo, facts
 from .errors import api_error, echo
@@ -112,19 +113,15 @@ def decode_upload(data: bytes, name: str, limits: Limits, root: Path, retry_afte
     (every truncated format alike), 413 over ``limits`` (from the header, nothing decoded), 415 not
     an image, 503 out of memory. ``before_decoding(width, height)`` (the upright size, from the
     header) may refuse a large image before it costs its decode."""
+    def judge_large(width: int, height: int) -> None:  # a small image's decode costs nothing: judged after it
+        if width * height > limits.small_pixels:
+            before_decoding(width, height)
+
     with scratch(root) as folder:
         path = folder / "upload"
         path.write_bytes(data)
-        if before_decoding is not None and data:
-            try:
-                size = upright_size(path)
-            except Exception:  # noqa: BLE001 - no header to judge: load_image says what is wrong
-                size = None
-            # over the decode limits: load_image's 413 comes first; small: decoding costs nothing
-            if size is not None and size[0] * size[1] > limits.small_pixels and limits.refusal(name, *size) is None:
-                before_decoding(*size)
         try:
-            return load_image(path, limits)
+            return load_image(path, limits, judge_large if before_decoding is not None else None)
         except TooManyPixels as exc:
             raise api_error("too_many_pixels", str(exc).replace(str(path), name)) from None
         except OutOfMemory as exc:
@@ -143,11 +140,7 @@ def prepare(image: LoadedImage, name: str, upscaler, limits: Limits) -> np.ndarr
     Runs in the request's worker thread under a decode slot, so the model's device lock covers
     only the model."""
     with decode_slot(limits, image.rgb.shape[0] * image.rgb.shape[1]), memory_guard(f"resize {name}"):
-        small = upscaler.prepare(image, name).image
-        planes = [small.rgb[..., :1] if image.grayscale else small.rgb]
-        if small.alpha is not None:
-            planes.append(small.alpha[..., None])
-        return np.ascontiguousarray(np.concatenate(planes, axis=2), dtype=np.float32)
+        return np.ascontiguousarray(to_planes(upscaler.prepare(image, name).image), dtype=np.float32)
 
 
 def check_size(image: LoadedImage | tuple[int, int], name: str, model: ModelInfo, resize: bool) -> None:
@@ -164,20 +157,12 @@ def check_size(image: LoadedImage | tuple[int, int], name: str, model: ModelInfo
 def to_array(image: LoadedImage) -> np.ndarray:
     """The image as ``Upscaler.upscale`` takes it, in its source's depth (uint8 or uint16, so the
     model's input is quantised as the CLI's is): (H, W, C), C = 1|2 gray(+alpha), 3|4 RGB(+alpha)."""
-    planes = [image.rgb[..., :1] if image.grayscale else image.rgb]
-    if image.alpha is not None:
-        planes.append(image.alpha[..., None])
-    dtype, top = (np.uint16, 65535) if image.bit_depth == 16 else (np.uint8, 255)
-    return np.ascontiguousarray(np.rint(np.concatenate(planes, axis=2) * top), dtype=dtype)
+    return np.ascontiguousarray(quantize(to_planes(image), 16 if image.bit_depth == 16 else 8))
 
 
 def encode_png(result: np.ndarray, source: LoadedImage) -> bytes:
     """The SR array (float in [0, 1] as :func:`prepare` gives, or uint8/uint16 as :func:`to_array`
     gives) as PNG bytes with the source's bit depth, greyness, alpha, ICC profile and EXIF."""
-    if result.dtype.kind in "ui":
-        result = result.astype(np.float32) / np.iinfo(result.dtype).max
-    colour = result[..., : 3 if result.shape[2] >= 3 else 1]
-    rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
-    alpha = result[..., -1] if result.shape[2] in (2, 4) else None
-    return encode_image(rgb, ".png", alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
+    out = to_loaded(result)  # the planes read back: colour, alpha
+    return encode_image(out.rgb, ".png", out.alpha, bit_depth=source.bit_depth, grayscale=source.grayscale,
                         icc_profile=source.icc_profile, exif=source.exif)
