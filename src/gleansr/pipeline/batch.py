@@ -225,20 +225,8 @@ class _Run:
         try:  # the decode limits, then the size rule (not for whole photos), from the header: no decode
             image = load_image(item.path, self.limits, None if self.faces else self.refuse_early(item))
             out = self.naming.target(item, image)
-        except TooManyPixels as exc:
-            self.report(item, None, Status.REFUSED, "too_many_pixels", str(exc), started)
-            return
-        except Refusal as exc:
-            self.report(item, None, Status.REFUSED, exc.code, exc.sentence, started)
-            return
-        except OutOfMemory as exc:
-            self.report(item, None, Status.FAILED, "out_of_memory", str(exc), started)
-            return
-        except ImageError as exc:
-            self.report(item, None, Status.FAILED, "unreadable", str(exc), started)
-            return
         except GleanError as exc:
-            self.report(item, None, Status.FAILED, "bad_output", str(exc), started)
+            self.report(item, None, *_outcome(exc), started)
             return
         if out.exists() and not self.overwrite:
             self.report(item, out, Status.SKIPPED, "output_exists", f"{out} exists (use --overwrite)", started)
@@ -248,11 +236,8 @@ class _Run:
             return
         try:
             prepared = self.upscaler.prepare(image, name=str(item.path))
-        except Refusal as exc:
-            self.report(item, out, Status.REFUSED, exc.code, exc.sentence, started)
-            return
-        except OutOfMemory as exc:
-            self.report(item, out, Status.FAILED, "out_of_memory", str(exc), started)
+        except (Refusal, OutOfMemory) as exc:
+            self.report(item, out, *_outcome(exc), started)
             return
         self.batch.append((item, out, prepared, started))
         if len(self.batch) >= self.batch_size:
@@ -327,3 +312,17 @@ class _Run:
     def not_run(self, items: Sequence[InputFile]) -> None:
         for item in items:
             self.report(item, None, Status.FAILED, "not_run", f"{item.path}: not processed ({self.stopped})")
+
+
+def _outcome(exc: GleanError) -> tuple[Status, str, str]:
+    """(status, code, sentence) of an input stopped by ``exc`` before its model run: the decode
+    limits and the policy refuse, the rest fails (an output name that cannot be made: ``bad_output``)."""
+    if isinstance(exc, TooManyPixels):
+        return Status.REFUSED, "too_many_pixels", str(exc)
+    if isinstance(exc, Refusal):
+        return Status.REFUSED, exc.code, exc.sentence
+    if isinstance(exc, OutOfMemory):
+        return Status.FAILED, "out_of_memory", str(exc)
+    if isinstance(exc, ImageError):
+        return Status.FAILED, "unreadable", str(exc)
+    return Status.FAILED, "bad_output", str(exc)
