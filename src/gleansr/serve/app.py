@@ -379,11 +379,11 @@ async def _upscale(request: Request, config: ServeConfig, engine: Engine, params
     show_input = uploads.parse_bool("model_input", params["model_input"])
     try:
         ask = await _parse(request, config, params)
-        if engine.pending() >= config.max_queue:  # full already: no decoding for a job that cannot wait
-            raise _queue_full(config)
-        image, array = await run_in_threadpool(_decode_and_prepare, ask, config, engine, request.app.state.temp_root)
-        decoded = time.perf_counter()
         try:
+            engine.check_room()  # full already: no decoding for a job that cannot wait
+            image, array = await run_in_threadpool(_decode_and_prepare, ask, config, engine,
+                                                   request.app.state.temp_root)
+            decoded = time.perf_counter()
             job = engine.submit(ask.info.name, ask.precision, array, ask.photo_scale)
         except QueueFull:
             raise _queue_full(config) from None

@@ -83,12 +83,21 @@ class Engine:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the engine is closed")
-            if len(self._queue) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise QueueFull
+            self._refuse_when_full()
             self._queue.append(job)
             self._cond.notify()
         return job
+
+    def check_room(self) -> None:
+        """QueueFull (counted as a rejection) when ``max_queue`` jobs wait already: a request asks
+        before it decodes, so a job that cannot wait costs no decode."""
+        with self._cond:
+            self._refuse_when_full()
+
+    def _refuse_when_full(self) -> None:
+        if len(self._queue) >= self.max_queue:
+            self.stats["rejected"] += 1
+            raise QueueFull
 
     def cancel(self, job: Job) -> None:
         """Drop ``job``: out of the queue if it waits there; its result is discarded if it runs."""
